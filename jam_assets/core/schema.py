@@ -1,0 +1,63 @@
+"""The table contract, read from `schema/<table>.json` (BigQuery JSON schema, `bq mk`-compatible).
+
+Those files are the one source of truth for column names, order, types and modes; the
+warehouses build their DDL from them and the tests hold the core's rows against them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema"
+
+# In FORMAT.md's order, which is also the order of the asset graph.
+TABLES: tuple[str, ...] = (
+    "blocks",
+    "validatorstatistics",
+    "corestatistics",
+    "servicestatistics",
+    "workreports",
+    "preimages",
+    "assurances",
+    "tickets",
+    "workpackages",
+    "services",
+    "segments",
+)
+REJECTED = "rejected_lines"
+ALL_TABLES: tuple[str, ...] = (*TABLES, REJECTED)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # BigQuery type: STRING, INTEGER, TIMESTAMP
+    mode: str  # REQUIRED or NULLABLE
+    description: str
+
+    @property
+    def required(self) -> bool:
+        return self.mode == "REQUIRED"
+
+
+@cache
+def columns(table: str) -> tuple[Column, ...]:
+    if table not in ALL_TABLES:
+        raise KeyError(f"unknown table {table!r}; known tables: {', '.join(ALL_TABLES)}")
+    path = SCHEMA_DIR / f"{table}.json"
+    fields = json.loads(path.read_text())
+    return tuple(
+        Column(f["name"], f["type"], f.get("mode", "NULLABLE"), f.get("description", "")) for f in fields
+    )
+
+
+def column_names(table: str) -> tuple[str, ...]:
+    return tuple(c.name for c in columns(table))
+
+
+def schema_json(table: str) -> list[dict]:
+    """The schema file's content, as BigQuery's API takes it."""
+    return json.loads((SCHEMA_DIR / f"{table}.json").read_text())

@@ -1,0 +1,402 @@
+"""A minute file -> rows of every table, `rejected_lines`, and a summary of what was seen.
+
+The file is read once, as a stream: each line's rows are serialised and handed to a sink as soon
+as they are made, so memory holds one line and its rows, never the file. Every line ends up
+either in at least one table or in `rejected_lines` (FORMAT.md 4.3); one bad line never stops
+the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol
+
+import orjson
+
+from . import schema
+from .envelope import (
+    DEFAULT_TEAM_ALIASES,
+    INT64_MAX,
+    INT64_MIN,
+    UNKNOWN_TEAM,
+    LineRejected,
+    TimeParser,
+    parse_metadata,
+    preview,
+    slot_of,
+)
+from .payloads import HANDLERS, Row, Rows
+
+BOM = b"\xef\xbb\xbf"
+SAMPLE_LIMIT = 5
+_DUMPS_OPTS = orjson.OPT_APPEND_NEWLINE
+# orjson accepts integers up to 2**64 - 1, but every integer column is a signed 64-bit INTEGER.
+# Only a line holding a run of 19+ digits after a JSON delimiter can carry such a number, so only
+# those lines pay for the range check.
+_MAYBE_HUGE_INT = re.compile(rb"[:\[,]\s*-?\d{19}")
+
+
+class RowSink(Protocol):
+    def write(self, table: str, line: bytes) -> None:
+        """Take one serialised row (JSON object + newline) for `table`."""
+
+
+@dataclass
+class MinuteFileSummary:
+    """What one pass over a minute file saw: raw_log's metadata and the inputs of the checks that need
+    the raw envelope (metadata `h`, `codec_len`), which no table keeps."""
+
+    minute_file: str
+    bytes: int = 0
+    lines: int = 0
+    lines_with_rows: int = 0
+    rejected: int = 0
+    sha256: str = ""
+    first_time: str | None = None
+    last_time: str | None = None
+    lines_by_msg_type: Counter = field(default_factory=Counter)
+    rows_by_table: Counter = field(default_factory=Counter)
+    rejected_by_reason: Counter = field(default_factory=Counter)
+    preimage_hash_mismatches: int = 0
+    preimage_hash_samples: list[dict] = field(default_factory=list)
+    codec_len_mismatches: int = 0
+    codec_len_samples: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "minute_file": self.minute_file,
+            "bytes": self.bytes,
+            "lines": self.lines,
+            "lines_with_rows": self.lines_with_rows,
+            "rejected": self.rejected,
+            "sha256": self.sha256,
+            "first_time": self.first_time,
+            "last_time": self.last_time,
+            "lines_by_msg_type": dict(sorted(self.lines_by_msg_type.items())),
+            "rows_by_table": {t: self.rows_by_table.get(t, 0) for t in schema.ALL_TABLES},
+            "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
+            "preimage_hash_mismatches": self.preimage_hash_mismatches,
+            "preimage_hash_samples": self.preimage_hash_samples,
+            "codec_len_mismatches": self.codec_len_mismatches,
+            "codec_len_samples": self.codec_len_samples,
+        }
+
+
+_PY_TYPES = {"STRING": str, "TIMESTAMP": str, "INTEGER": int}
+_SOURCE = re.compile(r"`([^`]+)`")
+
+
+class _TableTypes:
+    """Checks a row's value types against its schema.
+
+    Valid rows of a table come in few type patterns (which nullable columns are null), so a
+    pattern that passed once is remembered and later rows cost one tuple comparison.
+    """
+
+    def __init__(self, table: str):
+        self.table = table
+        self.columns = schema.columns(table)
+        self.names = tuple(c.name for c in self.columns)
+        self.valid: set[tuple[type, ...]] = set()
+
+    def check(self, row: Row) -> None:
+        pattern = tuple(map(type, row.values()))
+        if pattern in self.valid:
+            return
+        if tuple(row) != self.names:
+            raise AssertionError(f"{self.table} row keys {tuple(row)} do not follow schema/{self.table}.json")
+        for column, value in zip(self.columns, row.values()):
+            source = _SOURCE.search(column.description)
+            where = f"{column.name} ({source.group(1)})" if source else column.name
+            if value is None:
+                if column.required:
+                    raise LineRejected("missing_field", f"{where} is missing")
+            elif type(value) is not _PY_TYPES[column.type]:
+                expected = "an integer" if column.type == "INTEGER" else "a string"
+                raise LineRejected("bad_value", f"{where} must be {expected}, got {preview(value)}")
+        if len(self.valid) < 256:
+            self.valid.add(pattern)
+
+
+def _check_int_range(rows: Rows) -> None:
+    for table, row in rows:
+        for name, value in row.items():
+            if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+                raise LineRejected("bad_value", f"{table}.{name} = {value} does not fit a 64-bit INTEGER")
+
+
+class LineTransformer:
+    """Turns one line's bytes into rows. Keeps per-file caches (minute prefixes, metadata strings)."""
+
+    def __init__(self, minute_file: str, team_aliases: Mapping[str, str] | None = None):
+        self.minute_file = minute_file
+        self.team_aliases = dict(DEFAULT_TEAM_ALIASES if team_aliases is None else team_aliases)
+        self.times = TimeParser()
+        self.types = {t: _TableTypes(t) for t in schema.TABLES}
+        self._metadata: dict[str, tuple[dict[str, str], str, str | None]] = {}
+        # Set as soon as a line's msg_type is read, so a rejection can report it.
+        self.msg_type: str | None = None
+        self.time: str | None = None
+        self.metadata: dict[str, str] = {}
+
+    def _envelope_metadata(self, text: Any) -> tuple[dict[str, str], str, str | None]:
+        if text is None:
+            return {}, UNKNOWN_TEAM, None
+        if type(text) is not str:
+            raise LineRejected("bad_value", f"metadata must be a string, got {preview(text)}")
+        cached = self._metadata.get(text)
+        if cached is None:
+            md = parse_metadata(text)
+            team = md.get("team") or UNKNOWN_TEAM
+            cached = (md, self.team_aliases.get(team, team), md.get("id"))
+            if len(self._metadata) > 65536:
+                self._metadata.clear()
+            self._metadata[text] = cached
+        return cached
+
+    def rows(self, line_no: int, text: bytes) -> Rows:
+        self.msg_type = self.time = None
+        self.metadata = {}
+        try:
+            envelope = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            try:
+                text.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                raise LineRejected("invalid_utf8", f"byte {bad.start} is not UTF-8") from None
+            raise LineRejected("invalid_json", str(exc)) from None
+        if type(envelope) is not dict:
+            raise LineRejected("not_an_object", f"the line is a JSON {type(envelope).__name__}, not an object")
+
+        msg_type = envelope.get("msg_type")
+        if msg_type is None:
+            raise LineRejected("missing_field", "msg_type is missing")
+        if type(msg_type) is int:
+            msg_type = str(msg_type)
+        elif type(msg_type) is not str or not msg_type.isdigit():
+            raise LineRejected("bad_value", f"msg_type must be a string of digits, got {preview(msg_type)}")
+        elif msg_type[0] == "0" and len(msg_type) > 1:
+            msg_type = str(int(msg_type))
+        self.msg_type = msg_type
+        handler = HANDLERS.get(msg_type)
+        if handler is None:
+            raise LineRejected("unknown_msg_type", f"msg_type {msg_type} is not one of {', '.join(sorted(HANDLERS, key=int))}")
+
+        raw_time = envelope.get("time")
+        if raw_time is None:
+            raise LineRejected("missing_field", "time is missing")
+        if type(raw_time) is not str:
+            raise LineRejected("bad_value", f"time must be a string, got {preview(raw_time)}")
+        time, seconds = self.times.parse(raw_time)
+        self.time = time
+
+        md, team, md_id = self._envelope_metadata(envelope.get("metadata"))
+        self.metadata = md
+        sender_id = envelope.get("sender_id")
+        if sender_id is None:
+            sender_id = md_id
+        elif type(sender_id) is not str:
+            raise LineRejected("bad_value", f"sender_id must be a string, got {preview(sender_id)}")
+        elapsed = envelope.get("elapsed")
+        if elapsed is not None and (type(elapsed) is not int or not 0 <= elapsed <= INT64_MAX):
+            raise LineRejected("bad_value", f"elapsed must be a whole, non-negative number of microseconds, got {preview(elapsed)}")
+        codec = envelope.get("codec_encoded")
+        if codec is not None and type(codec) is not str:
+            raise LineRejected("bad_value", f"codec_encoded must be a hex string, got {preview(codec)}")
+        if "json_encoded" not in envelope:
+            raise LineRejected("missing_field", "json_encoded is missing")
+
+        common = {
+            "minute_file": self.minute_file,
+            "line_no": line_no,
+            "time": time,
+            "slot": slot_of(seconds),
+            "team": team,
+            "sender_id": sender_id,
+            "elapsed": elapsed,
+        }
+        rows = handler(common, envelope["json_encoded"], md, codec)
+        if not rows:
+            raise LineRejected("empty_payload", f"msg_type {msg_type} payload gave no rows (all record lists empty)")
+        types = self.types
+        for table, row in rows:
+            types[table].check(row)
+        if _MAYBE_HUGE_INT.search(text):
+            _check_int_range(rows)
+        return rows
+
+
+def iter_lines(stream: IO[bytes], digest: Any = None) -> Iterator[tuple[int, bytes, bool]]:
+    """(line_no, line without its final newline, terminated) for each line; feeds `digest` every byte."""
+    line_no = 0
+    update = digest.update if digest is not None else None
+    for line in stream:
+        line_no += 1
+        if update is not None:
+            update(line)
+        if line[-1:] == b"\n":
+            yield line_no, line[:-1], True
+        else:
+            yield line_no, line, False
+
+
+def rejected_row(minute_file: str, line_no: int, reason: str, detail: str, msg_type: str | None, raw: bytes) -> Row:
+    try:
+        text, encoded = raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        text, encoded = None, base64.b64encode(raw).decode("ascii")
+    return {
+        "minute_file": minute_file,
+        "line_no": line_no,
+        "reason": reason,
+        "detail": detail,
+        "msg_type": msg_type,
+        "raw": text,
+        "raw_base64": encoded,
+    }
+
+
+def recover_raw(row: Mapping[str, Any]) -> bytes:
+    """The exact bytes of a rejected line (without its newline)."""
+    if row.get("raw_base64") is not None:
+        return base64.b64decode(row["raw_base64"])
+    return row["raw"].encode("utf-8")
+
+
+def _sample(samples: list[dict], item: dict) -> None:
+    if len(samples) < SAMPLE_LIMIT:
+        samples.append(item)
+
+
+def transform_lines(
+    lines: Iterable[tuple[int, bytes, bool]],
+    minute_file: str,
+    sink: RowSink,
+    team_aliases: Mapping[str, str] | None = None,
+    summary: MinuteFileSummary | None = None,
+) -> MinuteFileSummary:
+    summary = summary or MinuteFileSummary(minute_file)
+    transformer = LineTransformer(minute_file, team_aliases)
+    derive = transformer.rows
+    write = sink.write
+    dumps = orjson.dumps
+    rows_by_table = summary.rows_by_table
+    by_msg_type = summary.lines_by_msg_type
+    first = last = None
+    for line_no, raw, terminated in lines:
+        summary.lines += 1
+        text = raw[3:] if line_no == 1 and raw[:3] == BOM else raw
+        try:
+            if not text or text.isspace():
+                transformer.msg_type = None
+                raise LineRejected("blank_line", "the line is empty or only white space")
+            try:
+                rows = derive(line_no, text)
+            except LineRejected as rejection:
+                if not terminated and rejection.reason in ("invalid_json", "invalid_utf8"):
+                    raise LineRejected("truncated_line", f"the last line has no newline and is incomplete ({rejection.detail})") from None
+                raise
+        except LineRejected as rejection:
+            msg_type = transformer.msg_type
+            by_msg_type[msg_type or "unreadable"] += 1
+            summary.rejected += 1
+            summary.rejected_by_reason[rejection.reason] += 1
+            rows_by_table[schema.REJECTED] += 1
+            write(
+                schema.REJECTED,
+                dumps(rejected_row(minute_file, line_no, rejection.reason, rejection.detail, msg_type, raw), option=_DUMPS_OPTS),
+            )
+            continue
+        msg_type = transformer.msg_type
+        by_msg_type[msg_type] += 1
+        summary.lines_with_rows += 1
+        time = transformer.time
+        if first is None or time < first:
+            first = time
+        if last is None or time > last:
+            last = time
+        for table, row in rows:
+            rows_by_table[table] += 1
+            write(table, dumps(row, option=_DUMPS_OPTS))
+        _check_envelope_facts(summary, transformer, line_no, rows)
+    summary.first_time, summary.last_time = first, last
+    return summary
+
+
+def _check_envelope_facts(summary: MinuteFileSummary, transformer: LineTransformer, line_no: int, rows: Rows) -> None:
+    """Facts only the raw envelope holds: metadata `h` against the preimage hash, `codec_len` against
+    `codec_encoded`. The asset checks report them; the rows are kept either way."""
+    md = transformer.metadata
+    if not md:
+        return
+    row = rows[0][1]
+    codec_len = md.get("codec_len")
+    codec = row.get("codec_encoded")
+    if codec_len is not None and codec is not None:
+        actual = (len(codec) - 2) // 2 if codec[:2] == "0x" else None
+        if not codec_len.isdigit() or actual != int(codec_len) or len(codec) % 2:
+            summary.codec_len_mismatches += 1
+            _sample(
+                summary.codec_len_samples,
+                {"minute_file": summary.minute_file, "line_no": line_no, "codec_len": codec_len, "codec_bytes": actual},
+            )
+    expected_hash = md.get("h")
+    if expected_hash is not None and rows[0][0] == "preimages":
+        actual_hash = row["preimage_hash"]
+        if actual_hash != expected_hash.lower():
+            summary.preimage_hash_mismatches += 1
+            _sample(
+                summary.preimage_hash_samples,
+                {"minute_file": summary.minute_file, "line_no": line_no, "h": expected_hash, "preimage_hash": actual_hash},
+            )
+
+
+def transform_stream(
+    stream: IO[bytes],
+    minute_file: str,
+    sink: RowSink,
+    team_aliases: Mapping[str, str] | None = None,
+) -> MinuteFileSummary:
+    """One pass over a minute file: rows to `sink`, and the file's size, line count and sha256."""
+    digest = hashlib.sha256()
+    summary = MinuteFileSummary(minute_file)
+    counted = _CountingLines(iter_lines(stream, digest))
+    transform_lines(counted, minute_file, sink, team_aliases, summary)
+    summary.bytes = counted.bytes
+    summary.sha256 = digest.hexdigest()
+    return summary
+
+
+class _CountingLines:
+    __slots__ = ("_lines", "bytes")
+
+    def __init__(self, lines: Iterator[tuple[int, bytes, bool]]):
+        self._lines = lines
+        self.bytes = 0
+
+    def __iter__(self) -> Iterator[tuple[int, bytes, bool]]:
+        for item in self._lines:
+            self.bytes += len(item[1]) + item[2]
+            yield item
+
+
+class ListSink:
+    """Keeps rows in memory, decoded: for tests and small previews."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[dict]] = {t: [] for t in schema.ALL_TABLES}
+
+    def write(self, table: str, line: bytes) -> None:
+        self.rows[table].append(orjson.loads(line))
+
+
+class NullSink:
+    """Discards rows: for re-deriving a summary (check re-runs) without rewriting outputs."""
+
+    def write(self, table: str, line: bytes) -> None:
+        pass
