@@ -1,0 +1,86 @@
+"""Rows on their way to the exports: per-table JSONL files in a staging folder, then an atomic rename.
+
+The staging folder sits inside the export root, so publishing a file is one `os.replace` on the
+same file system: a reader (or a run killed half-way) sees the old file or the new one, never a
+partial one, and a re-materialized partition replaces its file instead of appending to it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO
+
+from . import schema
+
+_BUFFER = 1 << 20
+
+
+class JsonlStage:
+    """A RowSink writing each selected table's rows for one minute file to `<directory>/<table>.jsonl`.
+
+    Rows of tables that are not selected are dropped, so a subset run writes only what it publishes.
+    Every selected table gets a file, empty when the minute gave it no rows: publishing it replaces
+    whatever an earlier materialization left.
+    """
+
+    def __init__(self, directory: Path, tables: Iterable[str] = schema.ALL_TABLES):
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._files: dict[str, IO[bytes]] = {
+            t: open(directory / f"{t}.jsonl", "wb", buffering=_BUFFER) for t in tables
+        }
+        self._writes = {t: f.write for t, f in self._files.items()}
+
+    def write(self, table: str, line: bytes) -> None:
+        write = self._writes.get(table)
+        if write is not None:
+            write(line)
+
+    def close(self) -> dict[str, Path]:
+        for f in self._files.values():
+            f.close()
+        return {t: self.directory / f"{t}.jsonl" for t in self._files}
+
+    def __enter__(self) -> JsonlStage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for f in self._files.values():
+            f.close()
+
+
+def export_path(export_dir: Path, table: str, key: str) -> Path:
+    return export_dir / table / f"{key}.jsonl"
+
+
+def publish(staged: Path, final: Path) -> None:
+    """Move a staged file to its final place atomically (same file system, one rename)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, final)
+
+
+def discard(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+class StagedTable:
+    """One table's staged JSONL files for the minute files of a run: what the asset hands its IO manager."""
+
+    def __init__(self, table: str):
+        self.table = table
+        self.files: dict[str, Path] = {}
+        self.rows: dict[str, int] = {}
+
+    def add(self, minute_file: str, path: Path, rows: int) -> None:
+        self.files[minute_file] = path
+        self.rows[minute_file] = rows
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+    def __repr__(self) -> str:
+        return f"StagedTable({self.table!r}, {len(self.files)} minute files, {self.total_rows} rows)"

@@ -1,0 +1,29 @@
+"""The code location: `dagster dev` (via workspace.yaml) and `jam-etl` load `defs` from here."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from .defs.assets import minute_file_tables
+from .defs.partitions import minute_files
+from .defs.resources import resources_for
+from .defs.sensors import minute_file_sensor
+
+minute_tables_job = dg.define_asset_job(
+    "minute_tables_job",
+    selection=dg.AssetSelection.assets(minute_file_tables),
+    partitions_def=minute_files,
+    description="raw_log and every table for the selected minute files.",
+)
+
+
+def build_defs(resources: dict[str, object] | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[minute_file_tables],
+        jobs=[minute_tables_job],
+        sensors=[minute_file_sensor],
+        resources=resources if resources is not None else resources_for(),
+    )
+
+
+defs = build_defs()

@@ -1,0 +1,155 @@
+"""raw_log and the table assets: one step reads each minute file once and feeds every table.
+
+`raw_log` records what each minute file held (size, lines, lines per msg_type, first and last
+time, sha256). The 11 tables and `rejected_lines` are derived from it in the same pass: the core
+streams each file's rows into per-table staging files, and the table IO manager publishes them.
+The step handles one minute file or a whole range of them (single-run backfills) the same way.
+"""
+
+
+import time
+from collections.abc import Iterator
+
+import dagster as dg
+
+from ..core import schema
+from ..core.minute_files import locate
+from ..core.staging import JsonlStage, StagedTable, discard
+from ..core.transform import MinuteFileSummary, transform_stream
+from .partitions import backfill_policy, minute_files
+from .settings import JamSettings
+
+RAW_LOG = "raw_log"
+GROUPS = {RAW_LOG: "raw", schema.REJECTED: "rejected", **{t: "tables" for t in schema.TABLES}}
+POOL = "jam_warehouse"
+_PROGRESS_SECONDS = 10.0
+
+
+def _description(table: str) -> str:
+    cols = schema.columns(table)
+    if table == schema.REJECTED:
+        return "Every line that gave no row, with its reason and the original bytes (FORMAT.md 4.3)."
+    return f"{schema.TABLES.index(table) + 1:02d}. {table}: " + _TABLE_SOURCES[table] + f" {len(cols)} columns."
+
+
+_TABLE_SOURCES = {
+    "blocks": "one row per block (msg_type 128).",
+    "validatorstatistics": "one row per validator record of each statistics message (msg_type 13).",
+    "corestatistics": "one row per core record of each statistics message (msg_type 13).",
+    "servicestatistics": "one row per service record of each statistics message (msg_type 13).",
+    "workreports": "one row per work report (msg_type 255).",
+    "preimages": "one row per preimage (msg_type 142); preimage_hash is BLAKE2b-256 of the blob.",
+    "assurances": "one row per assurance (msg_type 141).",
+    "tickets": "one row per ticket (msg_type 131).",
+    "workpackages": "one row per work-package bundle (msg_type 133, or 0 in old docs).",
+    "services": "one row per new service (msg_type 143).",
+    "segments": "one row per exported-segments message (msg_type 135, or 3 in old docs).",
+}
+
+
+def column_schema(table: str) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                c.name,
+                c.type,
+                description=c.description,
+                constraints=dg.TableColumnConstraints(nullable=not c.required),
+            )
+            for c in schema.columns(table)
+        ]
+    )
+
+
+def raw_log_metadata(summary: MinuteFileSummary, path: str) -> dict[str, object]:
+    return {
+        "path": dg.MetadataValue.path(path),
+        "bytes": summary.bytes,
+        "lines": summary.lines,
+        "lines_with_rows": summary.lines_with_rows,
+        "rejected_lines": summary.rejected,
+        "lines_by_msg_type": dg.MetadataValue.json(dict(sorted(summary.lines_by_msg_type.items()))),
+        "first_time": summary.first_time or "",
+        "last_time": summary.last_time or "",
+        "sha256": summary.sha256,
+    }
+
+
+_OUTS = {
+    RAW_LOG: dg.AssetOut(
+        dagster_type=dg.Nothing,
+        is_required=False,
+        group_name=GROUPS[RAW_LOG],
+        description="One JAM telemetry minute file (YYYY/MM/DD/HHMM.log) as the receiver wrote it.",
+        kinds={"file"},
+    ),
+    **{
+        t: dg.AssetOut(
+            io_manager_key="table_io_manager",
+            is_required=False,
+            group_name=GROUPS[t],
+            description=_description(t),
+            metadata={"dagster/column_schema": column_schema(t), "schema_file": f"schema/{t}.json"},
+            kinds={"jsonl", "duckdb"},
+        )
+        for t in schema.ALL_TABLES
+    },
+}
+
+
+def selected_names(context: dg.AssetExecutionContext) -> set[str]:
+    return {k.path[-1] for k in context.selected_asset_keys}
+
+
+def derive_minute_files(
+    context: dg.AssetExecutionContext, settings: JamSettings, tables: list[str], log_raw: bool
+) -> tuple[dict[str, StagedTable], dict[str, MinuteFileSummary]]:
+    """Read each minute file of the run once, staging the rows of `tables`."""
+    keys = context.partition_keys
+    staged = {t: StagedTable(t) for t in tables}
+    summaries: dict[str, MinuteFileSummary] = {}
+    stage_root = settings.staging_dir(context.run_id)
+    log_root = settings.log_root
+    started = last_report = time.monotonic()
+    for done, key in enumerate(keys, 1):
+        path = locate(log_root, key)
+        if path is None:
+            context.log.warning(
+                f"minute file {key} is no longer under {log_root}; its outputs are left as they were"
+            )
+            continue
+        with path.open("rb") as stream, JsonlStage(stage_root / key, tables) as sink:
+            summary = transform_stream(stream, key, sink, settings.team_aliases)
+        files = sink.close()
+        summaries[key] = summary
+        for t in tables:
+            staged[t].add(key, files[t], summary.rows_by_table.get(t, 0))
+        if log_raw:
+            context.log_event(
+                dg.AssetMaterialization(asset_key=RAW_LOG, partition=key, metadata=raw_log_metadata(summary, str(path)))
+            )
+        now = time.monotonic()
+        if len(keys) > 1 and (now - last_report >= _PROGRESS_SECONDS or done == len(keys)):
+            last_report = now
+            context.log.info(f"read {done}/{len(keys)} minute files ({done / len(keys):.0%}) in {now - started:.1f}s")
+    return staged, summaries
+
+
+@dg.multi_asset(
+    name="minute_file_tables",
+    outs=_OUTS,
+    internal_asset_deps={RAW_LOG: set(), **{t: {dg.AssetKey(RAW_LOG)} for t in schema.ALL_TABLES}},
+    partitions_def=minute_files,
+    backfill_policy=backfill_policy,
+    can_subset=True,
+    pool=POOL,
+)
+def minute_file_tables(context: dg.AssetExecutionContext, settings: JamSettings) -> Iterator[dg.Output]:
+    selected = selected_names(context)
+    tables = [t for t in schema.ALL_TABLES if t in selected]
+    try:
+        staged, summaries = derive_minute_files(context, settings, tables, log_raw=RAW_LOG in selected)
+        for t in tables:
+            yield dg.Output(staged[t], output_name=t)
+    finally:
+        discard(settings.staging_dir(context.run_id))

@@ -1,0 +1,9 @@
+import dagster as dg
+
+# One partition per minute file, keyed by its path under the log root without `.log`
+# (`YYYY/MM/DD/HHMM`). Keys are registered by the sensor or `jam-etl run`, always in sorted order,
+# because a partition range means "every key registered between these two".
+minute_files = dg.DynamicPartitionsDefinition(name="minute_files")
+
+# Single-run backfills: a day of minute files is one run, not 1,440.
+backfill_policy = dg.BackfillPolicy.single_run()

@@ -1,0 +1,85 @@
+"""Where the logs are, where the exports go, and the few knobs beyond that."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from ..core.envelope import DEFAULT_TEAM_ALIASES
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+BUNDLED_LOGS = Path(__file__).resolve().parents[1] / "sample_logs"
+DEFAULT_GRACE_SECONDS = 10.0
+DEFAULT_WATCH_SECONDS = 3600.0
+
+
+class SettingsError(ValueError):
+    """A configuration value that cannot be used; the message says which and why."""
+
+
+class JamSettings(dg.ConfigurableResource):
+    """The log root, the export root, and how minute files are read and watched."""
+
+    log_dir: str = str(BUNDLED_LOGS)
+    export_dir: str = "dune_exports"
+    team_aliases: dict[str, str] = dict(DEFAULT_TEAM_ALIASES)
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
+    watch_seconds: float = DEFAULT_WATCH_SECONDS
+
+    @property
+    def log_root(self) -> Path:
+        return Path(self.log_dir).expanduser().resolve()
+
+    @property
+    def export_root(self) -> Path:
+        return Path(self.export_dir).expanduser().resolve()
+
+    def staging_dir(self, run_id: str) -> Path:
+        # Inside the export root, so publishing a staged file is a rename on one file system.
+        return self.export_root / ".staging" / run_id
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.export_root / "jam.duckdb"
+
+
+def parse_team_aliases(text: str) -> dict[str, str]:
+    """`JAMDUNA=Jam-Duna,COLORFULNOTION=Colorful Notion` -> a dict; replaces the default map."""
+    aliases = {}
+    for piece in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, alias = piece.partition("=")
+        if not sep or not name.strip() or not alias.strip():
+            raise SettingsError(f"JAM_TEAM_ALIASES: {piece!r} is not NAME=Alias (pairs are separated by commas)")
+        aliases[name.strip()] = alias.strip()
+    return aliases
+
+
+def _seconds(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsError(f"{name}={text!r} is not a number of seconds") from None
+    if value < 0:
+        raise SettingsError(f"{name}={text!r} must not be negative")
+    return value
+
+
+def settings_from_env() -> JamSettings:
+    """JAM_LOG_DIR, JAM_EXPORT_DIR, JAM_TEAM_ALIASES, JAM_GRACE_SECONDS, JAM_WATCH_SECONDS, with defaults.
+
+    Paths are made absolute here, so the webserver, the daemon and run workers agree whatever
+    folder each starts in.
+    """
+    aliases = os.environ.get("JAM_TEAM_ALIASES")
+    return JamSettings(
+        log_dir=str(Path(os.environ.get("JAM_LOG_DIR") or BUNDLED_LOGS).expanduser().resolve()),
+        export_dir=str(Path(os.environ.get("JAM_EXPORT_DIR") or "dune_exports").expanduser().resolve()),
+        team_aliases=parse_team_aliases(aliases) if aliases is not None else dict(DEFAULT_TEAM_ALIASES),
+        grace_seconds=_seconds("JAM_GRACE_SECONDS", DEFAULT_GRACE_SECONDS),
+        watch_seconds=_seconds("JAM_WATCH_SECONDS", DEFAULT_WATCH_SECONDS),
+    )
