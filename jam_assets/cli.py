@@ -1,0 +1,187 @@
+"""`jam-etl`: the command line beside the Dagster UI.
+
+    jam-etl run      register every closed minute file under JAM_LOG_DIR and materialize raw_log and
+                     every table over them in one single-run backfill, then print a summary
+    jam-etl sql Q    query the DuckDB warehouse (read-only)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .core import schema
+from .core.minute_files import is_closed, scan
+from .defs.settings import PROJECT_ROOT, JamSettings, SettingsError, settings_from_env
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+
+class CliError(Exception):
+    pass
+
+
+def ensure_dagster_home() -> Path:
+    """DAGSTER_HOME, defaulting to ./.dagster_home, with the project's dagster.yaml in it."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home"))).resolve()
+    os.environ["DAGSTER_HOME"] = str(home)
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.symlink_to(PROJECT_ROOT / "dagster.yaml")
+    return home
+
+
+def contiguous_ranges(ordered_keys: list[str], wanted: set[str]) -> list[tuple[str, str]]:
+    """Split `wanted` into ranges of keys adjacent in registration order (what a partition range means)."""
+    ranges: list[tuple[str, str]] = []
+    start = prev = None
+    for key in ordered_keys:
+        if key in wanted:
+            if start is None:
+                start = key
+            prev = key
+        elif start is not None:
+            ranges.append((start, prev))
+            start = None
+    if start is not None:
+        ranges.append((start, prev))
+    return ranges
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def run(settings: JamSettings, include_open: bool = False) -> int:
+    import dagster as dg
+
+    from .definitions import build_defs
+    from .defs.partitions import minute_files
+    from .defs.resources import resources_for
+
+    home = ensure_dagster_home()
+    root = settings.log_root
+    if not root.is_dir():
+        raise CliError(f"JAM_LOG_DIR {root} is not a folder")
+    now = datetime.now(timezone.utc)
+    files = scan(root)
+    open_files = [f for f in files if not is_closed(f.key, now, settings.grace_seconds)]
+    if not include_open:
+        files = [f for f in files if is_closed(f.key, now, settings.grace_seconds)]
+    if not files:
+        raise CliError(f"no closed minute files (YYYY/MM/DD/HHMM.log or HHMM.log) under {root}")
+    keys = [f.key for f in files]
+
+    instance = dg.DagsterInstance.get()
+    registered = set(instance.get_dynamic_partitions(minute_files.name))
+    new_keys = [k for k in keys if k not in registered]
+    if new_keys:
+        instance.add_dynamic_partitions(minute_files.name, new_keys)  # sorted: ranges follow time
+    ranges = contiguous_ranges(instance.get_dynamic_partitions(minute_files.name), set(keys))
+
+    print(f"jam-etl run: {len(keys)} minute files under {root} ({len(new_keys)} newly registered)", flush=True)
+    if open_files and not include_open:
+        print(f"  skipping {len(open_files)} minute file(s) whose minute is not over yet: {', '.join(f.key for f in open_files)}")
+    defs = build_defs(resources_for(settings=settings))
+    job = defs.resolve_job_def("minute_tables_job")
+    results = []
+    for start, end in ranges:
+        tags = {RANGE_START: start, RANGE_END: end}
+        print(f"  materializing {start} ... {end} in one run", flush=True)
+        result = job.execute_in_process(
+            instance=instance,
+            tags=tags,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        )
+        results.append(result)
+    print_summary(results, settings, home)
+    return 0 if all(r.success for r in results) else 1
+
+
+def print_summary(results, settings: JamSettings, home: Path) -> None:
+    lines = bytes_ = rejected = files = 0
+    rows: dict[str, int] = defaultdict(int)
+    for result in results:
+        seen_outputs = set()
+        for event in result.get_asset_materialization_events():
+            mat = event.materialization
+            name = mat.asset_key.path[-1]
+            meta = {k: v.value for k, v in mat.metadata.items()}
+            if name == "raw_log":
+                files += 1
+                lines += meta.get("lines", 0)
+                bytes_ += meta.get("bytes", 0)
+                rejected += meta.get("rejected_lines", 0)
+            elif name not in seen_outputs:
+                # In a range run every partition's event carries the output's totals: count once.
+                seen_outputs.add(name)
+                rows[name] += meta.get("dagster/row_count", 0)
+    print()
+    print(f"Summary: {files} files, {lines} lines, {_human_bytes(bytes_)}, {rejected} rejected lines")
+    width = max(len(t) for t in schema.ALL_TABLES)
+    for table in schema.ALL_TABLES:
+        print(f"  {table:<{width}}  {rows.get(table, 0):>9,}")
+    checks = [e for r in results for e in r.get_asset_check_evaluations()]
+    if checks:
+        print("Checks:")
+        for check in sorted(checks, key=lambda c: (c.asset_key.to_user_string(), c.check_name)):
+            status = "pass" if check.passed else ("warn" if check.severity.value == "WARN" else "FAIL")
+            headline = check.metadata.get("headline")
+            print(f"  {status:<4}  {check.asset_key.to_user_string()}.{check.check_name}"
+                  + (f": {headline.value}" if headline is not None else ""))
+    failed = [r for r in results if not r.success]
+    for r in failed:
+        step_failures = [e for e in r.all_events if e.is_step_failure]
+        for e in step_failures:
+            err = e.step_failure_data.error
+            print(f"Run {r.run_id} failed: {err.message.strip() if err else 'see the Dagster UI'}")
+    print(f"Exports: {settings.export_root}")
+    print(f"DuckDB:  {settings.duckdb_path}  (try: jam-etl sql \"SELECT team, count(*) FROM blocks GROUP BY 1\")")
+    print(f"Dagster: runs {', '.join(r.run_id[:8] for r in results)} in {home} (`make dev` shows them)")
+
+
+def sql(settings: JamSettings, query: str) -> int:
+    import duckdb
+
+    path = settings.duckdb_path
+    if not path.exists():
+        raise CliError(f"no DuckDB warehouse at {path} yet: run `make run` (or `jam-etl run`) first")
+    try:
+        with duckdb.connect(str(path), read_only=True) as conn:
+            conn.sql(query).show(max_rows=100, max_width=200)
+    except duckdb.Error as exc:
+        raise CliError(f"DuckDB: {exc}") from None
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jam-etl", description="JAM telemetry minute files -> tables, through Dagster.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="materialize every minute file under JAM_LOG_DIR in one run, then summarise")
+    run_p.add_argument("--include-open", action="store_true", help="also process files whose minute is not over yet")
+    sql_p = sub.add_parser("sql", help="query the DuckDB warehouse read-only")
+    sql_p.add_argument("query")
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_env()
+        if args.command == "run":
+            return run(settings, include_open=args.include_open)
+        return sql(settings, args.query)
+    except (CliError, SettingsError) as exc:
+        print(f"jam-etl: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
