@@ -87,7 +87,7 @@ def plan_tick(
             continue
         previous = watched.get(f.key)
         if previous is not None:
-            if previous != f.signature:
+            if previous != f.signature and in_window(f.key):
                 plan.changed.append(f)
                 watched[f.key] = f.signature
             continue

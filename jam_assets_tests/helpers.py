@@ -1,0 +1,51 @@
+"""Shared test helpers: derive rows from bytes, read exports, build small log trees."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import orjson
+
+from jam_assets.core.transform import ListSink, MinuteFileSummary, transform_stream
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED = PROJECT.parent / "shared" / "jam-telemetry"
+SAMPLES = SHARED / "samples"
+
+
+def sample_path(msg_type: str) -> Path:
+    for kind in ("real", "reconstructed"):
+        path = SAMPLES / kind / f"msg_{msg_type}.json"
+        if path.exists():
+            return path
+    raise FileNotFoundError(f"no sample for msg_type {msg_type} under {SAMPLES} (tests need shared/ beside the repo)")
+
+
+def sample_line(msg_type: str) -> bytes:
+    return sample_path(msg_type).read_bytes().strip()
+
+
+def sample_json(msg_type: str) -> dict:
+    return orjson.loads(sample_line(msg_type))
+
+
+def derive(data: bytes, minute_file: str = "2025/04/23/0600", aliases=None) -> tuple[dict[str, list[dict]], MinuteFileSummary]:
+    sink = ListSink()
+    summary = transform_stream(io.BytesIO(data), minute_file, sink, aliases)
+    return sink.rows, summary
+
+
+def nonempty(rows: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    return {t: r for t, r in rows.items() if r}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def write_minute(root: Path, key: str, lines: list[bytes]) -> Path:
+    path = root / f"{key}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return path

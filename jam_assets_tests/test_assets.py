@@ -1,0 +1,129 @@
+"""The assets on a real Dagster instance: one partition, a range in one run, re-materialization."""
+
+import hashlib
+import shutil
+
+import dagster as dg
+import duckdb
+import pytest
+
+from jam_assets.core import schema
+from jam_assets.core.generator import TINY, Generator
+from jam_assets.defs.assets import minute_file_tables
+from jam_assets.defs.partitions import minute_files
+
+from .helpers import read_jsonl, sample_line
+
+RANGE = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+KEYS = ["2025/04/23/0600", "2025/04/23/0601", "2025/04/23/0602"]
+
+
+@pytest.fixture
+def logs(settings):
+    gen = Generator(TINY, seed=11)
+    from datetime import datetime, timezone
+    for key in KEYS:
+        gen.write_minute(settings.log_root, datetime.strptime(key, "%Y/%m/%d/%H%M").replace(tzinfo=timezone.utc))
+    # One of each reconstructed type and a bad line in the first minute.
+    extra = b"".join(sample_line(t) + b"\n" for t in ("131", "141", "133", "135", "143")) + b"{broken\n"
+    with (settings.log_root / f"{KEYS[0]}.log").open("ab") as f:
+        f.write(extra)
+    return settings.log_root
+
+
+def duck(settings, sql):
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def run(instance, resources, **kwargs):
+    result = dg.materialize([minute_file_tables], instance=instance, resources=resources, **kwargs)
+    assert result.success
+    return result
+
+
+def raw_log_events(result):
+    return {e.partition: {k: v.value for k, v in e.materialization.metadata.items()}
+            for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("raw_log")}
+
+
+def test_one_partition_then_a_range_in_one_run(settings, resources, logs):
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(minute_files.name, KEYS)
+        single = run(instance, resources, partition_key=KEYS[0])
+        meta = raw_log_events(single)[KEYS[0]]
+        data = (logs / f"{KEYS[0]}.log").read_bytes()
+        assert meta["sha256"] == hashlib.sha256(data).hexdigest()
+        assert meta["bytes"] == len(data)
+        assert meta["lines"] == data.count(b"\n")
+        assert meta["rejected_lines"] == 1
+        assert meta["lines_by_msg_type"]["131"] == 1 and meta["lines_by_msg_type"]["unreadable"] == 1
+
+        export = settings.export_root
+        for table in schema.ALL_TABLES:
+            assert (export / table / f"{KEYS[0]}.jsonl").exists(), table
+            assert not (export / table / f"{KEYS[1]}.jsonl").exists()
+        (rejected,) = read_jsonl(export / "rejected_lines" / f"{KEYS[0]}.jsonl")
+        assert (rejected["reason"], rejected["raw"]) == ("invalid_json", "{broken")
+        tickets = read_jsonl(export / "tickets" / f"{KEYS[0]}.jsonl")
+        assert [t["attempt"] for t in tickets] == [0]
+
+        ranged = run(instance, resources, tags={RANGE[0]: KEYS[0], RANGE[1]: KEYS[2]})
+        assert len(instance.get_runs()) == 2
+        assert sorted(raw_log_events(ranged)) == KEYS
+        for key in KEYS:
+            blocks = read_jsonl(export / "blocks" / f"{key}.jsonl")
+            assert len(blocks) == 10 and {b["minute_file"] for b in blocks} == {key}
+        assert duck(settings, "SELECT minute_file, count(*) FROM blocks GROUP BY 1 ORDER BY 1") == [(k, 10) for k in KEYS]
+        assert duck(settings, "SELECT count(*) FROM validatorstatistics") == [(180,)]
+        assert duck(settings, "SELECT count(*), min(line_no) FROM rejected_lines") == [(1, rejected["line_no"])]
+        # Types in the warehouse come from schema/, not from inference.
+        types = dict(duck(settings, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'blocks'"))
+        assert (types["time"], types["slot"], types["elapsed"], types["parent"]) == ("TIMESTAMP", "BIGINT", "BIGINT", "VARCHAR")
+        assert duck(settings, "SELECT count(*) FROM blocks WHERE team = 'Jam-Duna'")[0][0] > 0
+
+
+def test_rematerializing_replaces_and_is_byte_identical(settings, resources, logs):
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(minute_files.name, KEYS)
+        tags = {RANGE[0]: KEYS[0], RANGE[1]: KEYS[2]}
+        run(instance, resources, tags=tags)
+        before = {p: p.read_bytes() for p in settings.export_root.rglob("*.jsonl")}
+        counts = {t: duck(settings, f"SELECT count(*) FROM {t}")[0][0] for t in schema.ALL_TABLES}
+        assert len(before) == len(KEYS) * len(schema.ALL_TABLES)
+        run(instance, resources, tags=tags)
+        run(instance, resources, partition_key=KEYS[1])
+        after = {p: p.read_bytes() for p in settings.export_root.rglob("*.jsonl")}
+        assert after == before
+        assert {t: duck(settings, f"SELECT count(*) FROM {t}")[0][0] for t in schema.ALL_TABLES} == counts
+        assert not any((settings.export_root / ".staging").iterdir()), "staging files were left behind"
+
+
+def test_a_grown_file_replaces_its_rows(settings, resources, logs):
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(minute_files.name, KEYS)
+        run(instance, resources, partition_key=KEYS[1])
+        with (logs / f"{KEYS[1]}.log").open("ab") as f:
+            f.write(sample_line("128") + b"\n")
+        run(instance, resources, partition_key=KEYS[1])
+        assert len(read_jsonl(settings.export_root / "blocks" / f"{KEYS[1]}.jsonl")) == 11
+        assert duck(settings, "SELECT count(*) FROM blocks") == [(11,)]
+
+
+def test_subset_materializes_only_the_selected_table(settings, resources, logs):
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(minute_files.name, KEYS)
+        result = run(instance, resources, partition_key=KEYS[0], selection=["tickets"])
+        assert {e.asset_key.path[-1] for e in result.get_asset_materialization_events()} == {"tickets"}
+        assert sorted(p.name for p in settings.export_root.iterdir() if not p.name.startswith(".")) == ["jam.duckdb", "tickets"]
+
+
+def test_a_vanished_file_leaves_its_outputs_alone(settings, resources, logs):
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(minute_files.name, KEYS)
+        run(instance, resources, partition_key=KEYS[2])
+        exported = (settings.export_root / "blocks" / f"{KEYS[2]}.jsonl").read_bytes()
+        shutil.move(logs / f"{KEYS[2]}.log", logs / "elsewhere.txt")
+        run(instance, resources, partition_key=KEYS[2])
+        assert (settings.export_root / "blocks" / f"{KEYS[2]}.jsonl").read_bytes() == exported
+        assert duck(settings, "SELECT count(*) FROM blocks") == [(10,)]
