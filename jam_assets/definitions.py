@@ -5,17 +5,9 @@ from __future__ import annotations
 import dagster as dg
 
 from .defs.assets import minute_file_tables
-from .defs.partitions import minute_files
+from .defs.jobs import minute_tables_job
 from .defs.resources import resources_for
 from .defs.sensors import minute_file_sensor
-
-minute_tables_job = dg.define_asset_job(
-    "minute_tables_job",
-    selection=dg.AssetSelection.assets(minute_file_tables),
-    partitions_def=minute_files,
-    description="raw_log and every table for the selected minute files.",
-)
-
 
 def build_defs(resources: dict[str, object] | None = None) -> dg.Definitions:
     return dg.Definitions(

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from ..core.watch import WatchCursor, plan_from_disk
-from .assets import minute_file_tables
+from .jobs import minute_tables_job
 from .partitions import minute_files
 from .settings import JamSettings
 
@@ -22,7 +22,7 @@ def _now() -> datetime:
 
 @dg.sensor(
     name="minute_file_sensor",
-    target=[minute_file_tables],
+    job=minute_tables_job,
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registers each closed minute file under JAM_LOG_DIR as a partition and materializes every "
