@@ -11,7 +11,9 @@ from jam_assets.core.transform import ListSink, MinuteFileSummary, transform_str
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT.parent / "shared" / "jam-telemetry"
-SAMPLES = SHARED / "samples"
+# A copy of shared/jam-telemetry/samples, so the suite runs on a checkout without shared/;
+# test_samples_copy_matches_shared keeps the two equal.
+SAMPLES = Path(__file__).resolve().parent / "samples"
 
 
 def sample_path(msg_type: str) -> Path:
@@ -19,7 +21,7 @@ def sample_path(msg_type: str) -> Path:
         path = SAMPLES / kind / f"msg_{msg_type}.json"
         if path.exists():
             return path
-    raise FileNotFoundError(f"no sample for msg_type {msg_type} under {SAMPLES} (tests need shared/ beside the repo)")
+    raise FileNotFoundError(f"no sample for msg_type {msg_type} under {SAMPLES}")
 
 
 def sample_line(msg_type: str) -> bytes:

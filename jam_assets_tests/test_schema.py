@@ -66,3 +66,13 @@ def test_rows_from_every_sample_and_generated_minutes_conform():
         assert rows[table], f"no {table} rows to check"
         for row in rows[table]:
             conforms(table, row)
+
+
+def test_samples_copy_matches_shared():
+    from .helpers import SAMPLES, SHARED
+
+    if not SHARED.exists():
+        pytest.skip(f"{SHARED} is not beside the repo")
+    ours = {p.relative_to(SAMPLES): p.read_bytes() for p in SAMPLES.rglob("*.json")}
+    theirs = {p.relative_to(SHARED / "samples"): p.read_bytes() for p in (SHARED / "samples").rglob("*.json")}
+    assert ours == theirs

@@ -61,3 +61,13 @@ def column_names(table: str) -> tuple[str, ...]:
 def schema_json(table: str) -> list[dict]:
     """The schema file's content, as BigQuery's API takes it."""
     return json.loads((SCHEMA_DIR / f"{table}.json").read_text())
+
+
+DUCKDB_TYPES = {"STRING": "VARCHAR", "INTEGER": "BIGINT", "TIMESTAMP": "TIMESTAMP"}
+
+
+def duckdb_read_json(table: str, files_sql: str, only: tuple[str, ...] | list[str] | None = None) -> str:
+    """A DuckDB FROM item reading JSONL exports of `table` with the schema's types (never inferred)."""
+    cols = [c for c in columns(table) if only is None or c.name in only]
+    spec = ", ".join(f"'{c.name}': '{DUCKDB_TYPES[c.type]}'" for c in cols)
+    return f"read_json({files_sql}, format = 'newline_delimited', columns = {{{spec}}})"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..core import schema
 
-DUCKDB_TYPES = {"STRING": "VARCHAR", "INTEGER": "BIGINT", "TIMESTAMP": "TIMESTAMP"}
+DUCKDB_TYPES = schema.DUCKDB_TYPES
 
 
 class SchemaDrift(RuntimeError):
@@ -42,9 +42,8 @@ def ensure_table(conn, table: str) -> None:
 
 
 def read_json_sql(table: str) -> str:
-    cols = ", ".join(f"'{c.name}': '{DUCKDB_TYPES[c.type]}'" for c in schema.columns(table))
     names = ", ".join(f'"{n}"' for n in schema.column_names(table))
-    return f"SELECT {names} FROM read_json(?, format = 'newline_delimited', columns = {{{cols}}})"
+    return f"SELECT {names} FROM {schema.duckdb_read_json(table, '?')}"
 
 
 def replace_minute_files(conn, table: str, minute_files: Sequence[str], paths: Sequence[Path]) -> int:
