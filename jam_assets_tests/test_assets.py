@@ -71,6 +71,9 @@ def test_one_partition_then_a_range_in_one_run(settings, resources, logs):
         ranged = run(instance, resources, tags={RANGE[0]: KEYS[0], RANGE[1]: KEYS[2]})
         assert len(instance.get_runs()) == 2
         assert sorted(raw_log_events(ranged)) == KEYS
+        checks = ranged.get_asset_check_evaluations()
+        assert len(checks) == 36 and all(c.passed for c in checks if c.check_name != "time_in_window")
+        assert {c.asset_key.path[-1] for c in checks if not c.passed} == {"tickets", "workpackages", "segments", "services", "assurances"}
         for key in KEYS:
             blocks = read_jsonl(export / "blocks" / f"{key}.jsonl")
             assert len(blocks) == 10 and {b["minute_file"] for b in blocks} == {key}

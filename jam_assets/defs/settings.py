@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from ..core.envelope import DEFAULT_TEAM_ALIASES
+from ..core.quality import DEFAULT_ELAPSED_BANDS, ElapsedBand, QualityBounds
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_LOGS = Path(__file__).resolve().parents[1] / "sample_logs"
@@ -19,14 +20,31 @@ class SettingsError(ValueError):
     """A configuration value that cannot be used; the message says which and why."""
 
 
+class ElapsedBandConfig(dg.Config):
+    """Plausible `elapsed` for one table, in microseconds (see jam_assets.core.quality.ElapsedBand)."""
+
+    low: int = 0
+    high: int = 0
+    ms_below: int = 0
+    ns_above: int = 0
+    expect_zero: bool = False
+
+
 class JamSettings(dg.ConfigurableResource):
-    """The log root, the export root, and how minute files are read and watched."""
+    """The log root, the export root, how minute files are read and watched, and the check bounds."""
 
     log_dir: str = str(BUNDLED_LOGS)
     export_dir: str = "dune_exports"
     team_aliases: dict[str, str] = dict(DEFAULT_TEAM_ALIASES)
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     watch_seconds: float = DEFAULT_WATCH_SECONDS
+    # Per-table overrides of jam_assets.core.quality.DEFAULT_ELAPSED_BANDS.
+    elapsed_bands: dict[str, ElapsedBandConfig] = {}
+    time_tolerance_seconds: float = 60.0
+
+    def quality_bounds(self) -> QualityBounds:
+        bands = {t: ElapsedBand(**b.model_dump()) for t, b in self.elapsed_bands.items()}
+        return QualityBounds({**DEFAULT_ELAPSED_BANDS, **bands}, self.time_tolerance_seconds)
 
     @property
     def log_root(self) -> Path:

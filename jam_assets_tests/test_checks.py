@@ -1,0 +1,171 @@
+"""Each deliberate defect fails exactly the check meant for it, with its severity and metadata;
+the clean samples pass every check. Minute files are built from the real samples."""
+
+import dagster as dg
+import orjson
+import pytest
+
+from jam_assets.core.staging import StagedTable
+from jam_assets.defs.assets import minute_file_tables
+from jam_assets.defs.checks import CHECK_SPECS
+from jam_assets.defs.io_managers import DuckDBTablesIOManager
+from jam_assets.defs.partitions import minute_files
+
+from .helpers import sample_json, write_minute
+
+KEY = "2025/04/23/0600"
+ALL_CHECKS = {(s.asset_key.path[-1], s.name) for s in CHECK_SPECS}
+
+
+def in_minute(line: dict, second: int) -> dict:
+    line["time"] = f"2025-04-23T06:00:{second:02d}.123456789Z"
+    return line
+
+
+def clean_lines() -> list[dict]:
+    lines = [in_minute(sample_json(t), i * 3) for i, t in enumerate(("128", "13", "255", "142", "131", "133", "135", "141", "143"))]
+    # A second team's block, so per-team figures have two rows.
+    other = in_minute(sample_json("128"), 40)
+    other["metadata"] = "team=COLORFULNOTION|codec_len=304"
+    other["elapsed"] = 91428
+    return lines + [other]
+
+
+def evaluate(settings, resources, lines: list[dict], raise_on_error=True):
+    write_minute(settings.log_root, KEY, [orjson.dumps(line) for line in lines])
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(minute_files.name, [KEY])
+        result = dg.materialize([minute_file_tables], instance=instance, resources=resources, partition_key=KEY,
+                                raise_on_error=raise_on_error)
+        evaluations = {(e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == ALL_CHECKS
+    return result, evaluations
+
+
+def failing(evaluations):
+    return {k: (e.severity.value, e.metadata["headline"].value) for k, e in evaluations.items() if not e.passed}
+
+
+def meta(evaluation, name):
+    return evaluation.metadata[name].value
+
+
+def test_clean_samples_pass_every_check(settings, resources):
+    _, evaluations = evaluate(settings, resources, clean_lines())
+    assert failing(evaluations) == {}
+    blocks = evaluations[("blocks", "elapsed_units")]
+    assert meta(blocks, "per_team_json") == [
+        {"team": "COLORFULNOTION", "values": 1, "median_us": 91428, "min_us": 91428, "max_us": 91428},
+        {"team": "Jam-Duna", "values": 1, "median_us": 63495, "min_us": 63495, "max_us": 63495},
+    ]
+    assert meta(evaluations[("raw_log", "lines_accounted")], "headline") == "all 10 lines of 1 minute files accounted for"
+
+
+@pytest.mark.parametrize("elapsed, unit", [(63_495_000, "nanoseconds"), (63, "milliseconds")])
+def test_a_team_in_the_wrong_unit(settings, resources, elapsed, unit):
+    lines = clean_lines()
+    for second in (50, 51, 52):
+        bad = in_minute(sample_json("128"), second)
+        bad["metadata"] = "team=WRONGUNIT|codec_len=304"
+        bad["elapsed"] = elapsed
+        lines.append(bad)
+    _, evaluations = evaluate(settings, resources, lines)
+    assert failing(evaluations) == {
+        ("blocks", "elapsed_units"): (
+            "ERROR", f"team median outside the plausible band: WRONGUNIT (median {elapsed:,} µs, looks like {unit})"),
+    }
+    e = evaluations[("blocks", "elapsed_units")]
+    assert meta(e, "failing_rows") == 3
+    assert meta(e, "samples")[0] == {"minute_file": KEY, "line_no": 11, "team": "WRONGUNIT", "value": elapsed,
+                                      "looks_like": f"{unit}?"}
+    assert {r["team"]: r["median_us"] for r in meta(e, "per_team_json")} == {
+        "COLORFULNOTION": 91428, "Jam-Duna": 63495, "WRONGUNIT": elapsed}
+
+
+def test_one_odd_value_is_a_warning(settings, resources):
+    lines = clean_lines()
+    lines[-1]["elapsed"] = 63  # one block in ms, but the team's median stays plausible
+    lines.append(in_minute(sample_json("128"), 55) | {"metadata": "team=COLORFULNOTION|codec_len=304", "elapsed": 80000})
+    lines.append(in_minute(sample_json("128"), 56) | {"metadata": "team=COLORFULNOTION|codec_len=304", "elapsed": 85000})
+    _, evaluations = evaluate(settings, resources, lines)
+    assert failing(evaluations) == {("blocks", "elapsed_units"): ("WARN", "1 lines with values that look like another unit")}
+
+
+def test_zero_expected_types_flag_non_zero(settings, resources):
+    lines = clean_lines()
+    lines[3]["elapsed"] = 1500  # the preimage
+    _, evaluations = evaluate(settings, resources, lines)
+    assert failing(evaluations) == {("preimages", "elapsed_units"): ("WARN", "1 lines with non-zero where the spec says zero")}
+
+
+@pytest.mark.parametrize(
+    "mutate, value",
+    [
+        (lambda h: h[:-2], "31-byte"),
+        (lambda h: h.upper().replace("0X", "0x"), "uppercase"),
+        (lambda h: h[2:], "missing 0x"),
+    ],
+)
+def test_malformed_hashes(settings, resources, mutate, value):
+    lines = clean_lines()
+    parent = lines[0]["json_encoded"]["header"]["parent"]
+    lines[0]["json_encoded"]["header"]["parent"] = bad = mutate(parent)
+    _, evaluations = evaluate(settings, resources, lines)
+    assert failing(evaluations) == {("blocks", "hex_formats"): ("ERROR", "1 malformed values (parent 1)")}
+    e = evaluations[("blocks", "hex_formats")]
+    assert meta(e, "samples") == [{"minute_file": KEY, "line_no": 1, "column": "parent", "value": bad}]
+    assert meta(e, "failing_by_column") == {"parent": 1}
+
+
+def test_preimage_hash_mismatch(settings, resources):
+    lines = clean_lines()
+    wrong = "0x" + "ab" * 32
+    right = "0xf40e27b819519561cf8f8a33309b2453a78117a3e33fcd331a0bab714f1f9e14"
+    assert f"h={right}" in lines[3]["metadata"]
+    lines[3]["metadata"] = lines[3]["metadata"].replace(f"h={right}", f"h={wrong}")
+    _, evaluations = evaluate(settings, resources, lines)
+    assert failing(evaluations) == {
+        ("preimages", "preimage_hash_matches_h"): ("ERROR", "1 preimages whose BLAKE2b-256 differs from metadata h")}
+    assert meta(evaluations[("preimages", "preimage_hash_matches_h")], "samples") == [
+        {"minute_file": KEY, "line_no": 4, "h": wrong,
+         "preimage_hash": right}]
+
+
+def test_codec_len_mismatch(settings, resources):
+    lines = clean_lines()
+    lines[7]["metadata"] = "team=COLORFULNOTION|codec_len=100"  # the assurance's codec is 99 bytes
+    _, evaluations = evaluate(settings, resources, lines)
+    assert failing(evaluations) == {
+        ("raw_log", "codec_len_matches"): ("ERROR", "1 lines whose codec_encoded length differs from metadata codec_len")}
+    assert meta(evaluations[("raw_log", "codec_len_matches")], "samples") == [
+        {"minute_file": KEY, "line_no": 8, "codec_len": "100", "codec_bytes": 99}]
+
+
+def test_late_lines_are_a_warning(settings, resources):
+    lines = clean_lines()
+    lines[0]["time"] = "2025-04-23T06:03:30.5Z"  # 3.5 minutes into a one-minute file
+    _, evaluations = evaluate(settings, resources, lines)
+    assert failing(evaluations) == {("blocks", "time_in_window"): ("WARN", "1 lines outside their minute ±60 s")}
+    assert meta(evaluations[("blocks", "time_in_window")], "samples") == [
+        {"minute_file": KEY, "line_no": 1, "value": "2025-04-23T06:03:30.500000Z", "seconds_from_minute_start": 210.5}]
+
+
+class DroppingIOManager(DuckDBTablesIOManager):
+    """Loses the last blocks row on its way out: what the accounting check exists to catch."""
+
+    def handle_output(self, context, obj: StagedTable) -> None:
+        if context.asset_key.path[-1] == "blocks":
+            for path in obj.files.values():
+                path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:-1]))
+        super().handle_output(context, obj)
+
+
+def test_lost_lines_fail_the_blocking_accounting_check(settings, resources):
+    tampered = {**resources, "table_io_manager": DroppingIOManager(settings=settings, duckdb=resources["table_io_manager"].duckdb)}
+    result, evaluations = evaluate(settings, tampered, clean_lines(), raise_on_error=False)
+    assert failing(evaluations) == {("raw_log", "lines_accounted"): ("ERROR", "1 minute files do not add up (+1 lines missing)")}
+    assert meta(evaluations[("raw_log", "lines_accounted")], "samples") == [
+        {"minute_file": KEY, "lines_in_file": 10, "lines_in_outputs": 9}]
+    # Blocking: the step fails, so the minute file does not look healthy; the data stays as written.
+    assert not result.success
+    assert (settings.export_root / "blocks" / f"{KEY}.jsonl").read_bytes().count(b"\n") == 1
