@@ -23,6 +23,7 @@ run: setup home
 	$(VENV)/bin/jam-etl run
 
 test: setup
+	@scripts/ensure-postgres
 	$(PY) -m pytest
 
 dev: setup home

@@ -41,6 +41,7 @@ class JamSettings(dg.ConfigurableResource):
     # Per-table overrides of jam_assets.core.quality.DEFAULT_ELAPSED_BANDS.
     elapsed_bands: dict[str, ElapsedBandConfig] = {}
     time_tolerance_seconds: float = 60.0
+    retention_days: float = 60.0
 
     def quality_bounds(self) -> QualityBounds:
         bands = {t: ElapsedBand(**b.model_dump()) for t, b in self.elapsed_bands.items()}
@@ -100,4 +101,5 @@ def settings_from_env() -> JamSettings:
         team_aliases=parse_team_aliases(aliases) if aliases is not None else dict(DEFAULT_TEAM_ALIASES),
         grace_seconds=_seconds("JAM_GRACE_SECONDS", DEFAULT_GRACE_SECONDS),
         watch_seconds=_seconds("JAM_WATCH_SECONDS", DEFAULT_WATCH_SECONDS),
+        retention_days=_seconds("JAM_RETENTION_DAYS", 60.0),
     )
