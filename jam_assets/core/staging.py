@@ -84,3 +84,21 @@ class StagedTable:
 
     def __repr__(self) -> str:
         return f"StagedTable({self.table!r}, {len(self.files)} minute files, {self.total_rows} rows)"
+
+
+def sweep_stale(staging_root: Path, older_than_seconds: float = 6 * 3600) -> int:
+    """Remove the staging folders of runs that died without cleaning up (a SIGKILL, a lost machine)."""
+    import time
+
+    removed = 0
+    cutoff = time.time() - older_than_seconds
+    if not staging_root.is_dir():
+        return 0
+    for entry in staging_root.iterdir():
+        try:
+            if entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed

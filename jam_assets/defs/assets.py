@@ -14,7 +14,7 @@ import dagster as dg
 
 from ..core import schema
 from ..core.minute_files import locate
-from ..core.staging import JsonlStage, StagedTable, discard
+from ..core.staging import JsonlStage, StagedTable, discard, sweep_stale
 from ..core.transform import MinuteFileSummary, transform_stream
 from .checks import CHECK_SPECS, check_results
 from .partitions import backfill_policy, minute_files
@@ -149,6 +149,7 @@ def derive_minute_files(
 def minute_file_tables(context: dg.AssetExecutionContext, settings: JamSettings) -> Iterator[dg.Output | dg.AssetCheckResult]:
     selected = selected_names(context)
     tables = [t for t in schema.ALL_TABLES if t in selected]
+    sweep_stale(settings.staging_dir(context.run_id).parent)
     try:
         # With only checks selected (a re-run from the UI), this re-reads the files and stages nothing.
         staged, summaries = derive_minute_files(context, settings, tables, log_raw=RAW_LOG in selected)
