@@ -339,3 +339,28 @@ def test_every_table_has_a_sample():
     for msg_type in ("128", "13", "255", "142", "131", "133", "135", "141", "143"):
         seen |= set(only_rows(msg_type))
     assert seen | {"servicestatistics"} == set(schema.TABLES)
+
+
+def test_statistics_fast_and_general_paths_agree(monkeypatch):
+    from jam_assets.core import payloads
+    from jam_assets.core.generator import TOASTER, Generator
+
+    lines = [line for line in Generator(TOASTER, seed=4).slot_lines(1_609_201) if b'"msg_type":"13"' in line]
+    fast, _ = derive(b"".join(lines))
+    monkeypatch.setattr(payloads, "_statistics_fast", lambda *a: None)
+    general, _ = derive(b"".join(lines))
+    assert len(fast["validatorstatistics"]) == 1023 and len(fast["corestatistics"]) == 341
+    assert fast == general
+
+
+def test_statistics_odd_shapes_take_the_general_path():
+    line = sample_json("13")
+    line["json_encoded"]["vals_current"][2]["blocks"] = 1.5
+    rows, summary = derive(orjson.dumps(line) + b"\n", MF)
+    assert rows["rejected_lines"][0]["detail"] == "current_blocks (vals_current[validator_id].blocks) must be an integer, got 1.5"
+    line = sample_json("13")
+    del line["json_encoded"]["vals_last"][5]["guarantees"]
+    line["json_encoded"]["cores"][1]["gas_used"] = 2**62
+    rows, _ = derive(orjson.dumps(line) + b"\n", MF)
+    assert rows["validatorstatistics"][5]["last_guarantees"] is None
+    assert rows["corestatistics"][1]["gas_used"] == 2**62

@@ -9,6 +9,7 @@ where we count); scalar types are checked once per row against the schema in `tr
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -127,14 +128,78 @@ def _record_values(record: Any, fields: tuple[str, ...], path: str) -> tuple:
     return tuple(record.get(f) for f in fields)
 
 
+class Serialized:
+    """Rows already serialised as JSONL (validated while serialising), `count` of them."""
+
+    __slots__ = ("data", "count")
+
+    def __init__(self, data: bytes, count: int):
+        self.data = data
+        self.count = count
+
+
+def _record_list_re(fields: tuple[str, ...]) -> bytes:
+    # A list of flat records, each with exactly `fields` in order and integer values of at most
+    # 18 digits (so they fit a signed 64-bit INTEGER).
+    record = rb"\{" + rb",".join(b'"' + f.encode() + rb'":-?\d{1,18}' for f in fields) + rb"\}"
+    return rb"\[(?:" + record + rb"(?:," + record + rb")*)?\]"
+
+
+_VALIDATOR_LIST = _record_list_re(("blocks", "tickets", "pre_images", "pre_images_size", "guarantees", "assurances"))
+_CORE_LIST = _record_list_re(
+    ("da_load", "popularity", "imports", "exports", "extrinsic_size", "extrinsic_count", "bundle_size", "gas_used")
+)
+# [vals_current, vals_last, cores], matched in one C-level pass.
+_STATS_LISTS = re.compile(rb"\[" + _VALIDATOR_LIST + rb"," + _VALIDATOR_LIST + rb"," + _CORE_LIST + rb"\]")
+
+
+_VALIDATOR_ROW = (
+    b',"validator_id":%d,'
+    + b",".join(b'"current_' + f.encode() + b'":%d' for f in _VALIDATOR_FIELDS)
+    + b","
+    + b",".join(b'"last_' + f.encode() + b'":%d' for f in _VALIDATOR_FIELDS)
+    + b"}\n"
+)
+
+
+def _statistics_fast(common: Row, current: list, last: list, cores: list) -> Rows | None:
+    """The statistics rows serialised without a dict per row (the common case, several times faster).
+
+    Each record list is serialised once and matched against its exact shape (keys in order, integers
+    of at most 18 digits); only then are the rows formatted from the records' values. None when the
+    payload is not of that plain shape: the general path then handles it, reporting what is wrong.
+    """
+    if len(current) != len(last):
+        return None
+    # One serialisation and one match for all three lists.
+    both = orjson.dumps([current, last, cores])
+    if not _STATS_LISTS.fullmatch(both):
+        return None
+    core_json = both[both.rindex(b"],[") + 2 : -1] if cores else b"[]"
+    head = orjson.dumps(common)[:-1]
+    out: Rows = []
+    if current:
+        row = head + _VALIDATOR_ROW
+        data = b"".join([row % (i, *c.values(), *l.values()) for i, (c, l) in enumerate(zip(current, last))])
+        out.append(("validatorstatistics", Serialized(data, len(current))))
+    if cores:
+        row = head + b',"core":%d,%s}\n'
+        data = b"".join([row % (i, c) for i, c in enumerate(core_json[2:-2].split(b"},{"))])
+        out.append(("corestatistics", Serialized(data, len(cores))))
+    return out
+
+
 def statistics(common: Row, payload: Any, md: dict[str, str], codec: str | None) -> Rows:
     p = obj(payload, "json_encoded")
     current = items(p.get("vals_current"), "json_encoded.vals_current")
     last = items(p.get("vals_last"), "json_encoded.vals_last")
     cores = items(p.get("cores"), "json_encoded.cores")
     services = items(p.get("services"), "json_encoded.services")
+    fast = _statistics_fast(common, current, last, cores)
+    if fast is not None:
+        current = last = cores = []  # done; only the services remain for the general path
     head = tuple(common.items())
-    rows: Rows = []
+    rows: Rows = fast or []
     append = rows.append
     # vals_current and vals_last should both hold V records; if one is short, its columns are null
     # rather than the other's records being dropped.
@@ -191,7 +256,8 @@ def work_report(common: Row, payload: Any, md: dict[str, str], codec: str | None
 def blob_bytes(blob: str) -> bytes | None:
     """The bytes of a hex blob, with or without `0x`; None when it is not hex (the format check reports it)."""
     digits = blob[2:] if blob[:2] in ("0x", "0X") else blob
-    if not digits.isascii() or any(c.isspace() for c in digits):
+    # bytes.fromhex skips white space; a blob with any is not hex. (isalnum is one C pass.)
+    if digits and not (digits.isascii() and digits.isalnum()):
         return None
     try:
         return bytes.fromhex(digits)

@@ -12,7 +12,7 @@ import base64
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
@@ -30,20 +30,20 @@ from .envelope import (
     preview,
     slot_of,
 )
-from .payloads import HANDLERS, Row, Rows
+from .payloads import HANDLERS, Row, Rows, Serialized
 
 BOM = b"\xef\xbb\xbf"
 SAMPLE_LIMIT = 5
 _DUMPS_OPTS = orjson.OPT_APPEND_NEWLINE
-# orjson accepts integers up to 2**64 - 1, but every integer column is a signed 64-bit INTEGER.
-# Only a line holding a run of 19+ digits after a JSON delimiter can carry such a number, so only
-# those lines pay for the range check.
-_MAYBE_HUGE_INT = re.compile(rb"[:\[,]\s*-?\d{19}")
+# orjson reads integers up to 2**64 - 1, but every integer column is a signed 64-bit INTEGER.
+# Serialising with OPT_STRICT_INTEGER (53-bit limit) costs nothing and raises on the rare big
+# value; only then is the row's range checked exactly.
+_STRICT_DUMPS_OPTS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_STRICT_INTEGER
 
 
 class RowSink(Protocol):
-    def write(self, table: str, line: bytes) -> None:
-        """Take one serialised row (JSON object + newline) for `table`."""
+    def write(self, table: str, data: bytes) -> None:
+        """Take serialised rows (JSON objects, each ending in a newline) for `table`."""
 
 
 @dataclass
@@ -123,11 +123,28 @@ class _TableTypes:
             self.valid.add(pattern)
 
 
-def _check_int_range(rows: Rows) -> None:
+def _check_int_range(table: str, row: Row) -> None:
+    for name, value in row.items():
+        if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+            raise LineRejected("bad_value", f"{table}.{name} = {value} does not fit a 64-bit INTEGER")
+
+
+def serialise(rows: Rows, types: dict[str, "_TableTypes"]) -> list[tuple[str, bytes, int]]:
+    """Check every row of a line against its schema and serialise it; all or nothing for the line."""
+    out = []
+    dumps = orjson.dumps
     for table, row in rows:
-        for name, value in row.items():
-            if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
-                raise LineRejected("bad_value", f"{table}.{name} = {value} does not fit a 64-bit INTEGER")
+        if type(row) is Serialized:
+            out.append((table, row.data, row.count))
+            continue
+        types[table].check(row)
+        try:
+            data = dumps(row, option=_STRICT_DUMPS_OPTS)
+        except orjson.JSONEncodeError:
+            _check_int_range(table, row)
+            data = dumps(row, option=_DUMPS_OPTS)
+        out.append((table, data, 1))
+    return out
 
 
 class LineTransformer:
@@ -143,6 +160,8 @@ class LineTransformer:
         self.msg_type: str | None = None
         self.time: str | None = None
         self.metadata: dict[str, str] = {}
+        self.codec: str | None = None
+        self.preimage_hash: str | None = None
 
     def _envelope_metadata(self, text: Any) -> tuple[dict[str, str], str, str | None]:
         if text is None:
@@ -159,8 +178,9 @@ class LineTransformer:
             self._metadata[text] = cached
         return cached
 
-    def rows(self, line_no: int, text: bytes) -> Rows:
-        self.msg_type = self.time = None
+    def rows(self, line_no: int, text: bytes) -> list[tuple[str, bytes, int]]:
+        """(table, serialised rows, how many) for one line; raises LineRejected."""
+        self.msg_type = self.time = self.codec = None
         self.metadata = {}
         try:
             envelope = orjson.loads(text)
@@ -208,6 +228,7 @@ class LineTransformer:
         codec = envelope.get("codec_encoded")
         if codec is not None and type(codec) is not str:
             raise LineRejected("bad_value", f"codec_encoded must be a hex string, got {preview(codec)}")
+        self.codec = codec
         if "json_encoded" not in envelope:
             raise LineRejected("missing_field", "json_encoded is missing")
 
@@ -223,26 +244,9 @@ class LineTransformer:
         rows = handler(common, envelope["json_encoded"], md, codec)
         if not rows:
             raise LineRejected("empty_payload", f"msg_type {msg_type} payload gave no rows (all record lists empty)")
-        types = self.types
-        for table, row in rows:
-            types[table].check(row)
-        if _MAYBE_HUGE_INT.search(text):
-            _check_int_range(rows)
-        return rows
-
-
-def iter_lines(stream: IO[bytes], digest: Any = None) -> Iterator[tuple[int, bytes, bool]]:
-    """(line_no, line without its final newline, terminated) for each line; feeds `digest` every byte."""
-    line_no = 0
-    update = digest.update if digest is not None else None
-    for line in stream:
-        line_no += 1
-        if update is not None:
-            update(line)
-        if line[-1:] == b"\n":
-            yield line_no, line[:-1], True
-        else:
-            yield line_no, line, False
+        if msg_type == "142":
+            self.preimage_hash = rows[0][1]["preimage_hash"]
+        return serialise(rows, self.types)
 
 
 def rejected_row(minute_file: str, line_no: int, reason: str, detail: str, msg_type: str | None, raw: bytes) -> Row:
@@ -273,30 +277,36 @@ def _sample(samples: list[dict], item: dict) -> None:
         samples.append(item)
 
 
-def transform_lines(
-    lines: Iterable[tuple[int, bytes, bool]],
+def transform_stream(
+    stream: IO[bytes],
     minute_file: str,
     sink: RowSink,
     team_aliases: Mapping[str, str] | None = None,
-    summary: MinuteFileSummary | None = None,
 ) -> MinuteFileSummary:
-    summary = summary or MinuteFileSummary(minute_file)
+    """One pass over a minute file: rows to `sink`; the file's size, lines, sha256 and the rest to the summary."""
+    summary = MinuteFileSummary(minute_file)
     transformer = LineTransformer(minute_file, team_aliases)
     derive = transformer.rows
     write = sink.write
-    dumps = orjson.dumps
+    digest = hashlib.sha256()
+    hash_update = digest.update
     rows_by_table = summary.rows_by_table
     by_msg_type = summary.lines_by_msg_type
     first = last = None
-    for line_no, raw, terminated in lines:
-        summary.lines += 1
+    line_no = nbytes = lines_with_rows = 0
+    for line in stream:
+        line_no += 1
+        nbytes += len(line)
+        hash_update(line)
+        terminated = line[-1:] == b"\n"
+        raw = line[:-1] if terminated else line
         text = raw[3:] if line_no == 1 and raw[:3] == BOM else raw
         try:
             if not text or text.isspace():
                 transformer.msg_type = None
                 raise LineRejected("blank_line", "the line is empty or only white space")
             try:
-                rows = derive(line_no, text)
+                out = derive(line_no, text)
             except LineRejected as rejection:
                 if not terminated and rejection.reason in ("invalid_json", "invalid_utf8"):
                     raise LineRejected("truncated_line", f"the last line has no newline and is incomplete ({rejection.detail})") from None
@@ -309,34 +319,36 @@ def transform_lines(
             rows_by_table[schema.REJECTED] += 1
             write(
                 schema.REJECTED,
-                dumps(rejected_row(minute_file, line_no, rejection.reason, rejection.detail, msg_type, raw), option=_DUMPS_OPTS),
+                orjson.dumps(rejected_row(minute_file, line_no, rejection.reason, rejection.detail, msg_type, raw), option=_DUMPS_OPTS),
             )
             continue
         msg_type = transformer.msg_type
         by_msg_type[msg_type] += 1
-        summary.lines_with_rows += 1
+        lines_with_rows += 1
         time = transformer.time
         if first is None or time < first:
             first = time
         if last is None or time > last:
             last = time
-        for table, row in rows:
-            rows_by_table[table] += 1
-            write(table, dumps(row, option=_DUMPS_OPTS))
-        _check_envelope_facts(summary, transformer, line_no, rows)
+        for table, data, count in out:
+            rows_by_table[table] += count
+            write(table, data)
+        if transformer.metadata:
+            _check_envelope_facts(summary, transformer, line_no)
+    summary.lines = line_no
+    summary.bytes = nbytes
+    summary.lines_with_rows = lines_with_rows
     summary.first_time, summary.last_time = first, last
+    summary.sha256 = digest.hexdigest()
     return summary
 
 
-def _check_envelope_facts(summary: MinuteFileSummary, transformer: LineTransformer, line_no: int, rows: Rows) -> None:
+def _check_envelope_facts(summary: MinuteFileSummary, transformer: LineTransformer, line_no: int) -> None:
     """Facts only the raw envelope holds: metadata `h` against the preimage hash, `codec_len` against
     `codec_encoded`. The asset checks report them; the rows are kept either way."""
     md = transformer.metadata
-    if not md:
-        return
-    row = rows[0][1]
     codec_len = md.get("codec_len")
-    codec = row.get("codec_encoded")
+    codec = transformer.codec
     if codec_len is not None and codec is not None:
         actual = (len(codec) - 2) // 2 if codec[:2] == "0x" else None
         if not codec_len.isdigit() or actual != int(codec_len) or len(codec) % 2:
@@ -346,8 +358,8 @@ def _check_envelope_facts(summary: MinuteFileSummary, transformer: LineTransform
                 {"minute_file": summary.minute_file, "line_no": line_no, "codec_len": codec_len, "codec_bytes": actual},
             )
     expected_hash = md.get("h")
-    if expected_hash is not None and rows[0][0] == "preimages":
-        actual_hash = row["preimage_hash"]
+    if expected_hash is not None and transformer.msg_type == "142":
+        actual_hash = transformer.preimage_hash
         if actual_hash != expected_hash.lower():
             summary.preimage_hash_mismatches += 1
             _sample(
@@ -356,43 +368,14 @@ def _check_envelope_facts(summary: MinuteFileSummary, transformer: LineTransform
             )
 
 
-def transform_stream(
-    stream: IO[bytes],
-    minute_file: str,
-    sink: RowSink,
-    team_aliases: Mapping[str, str] | None = None,
-) -> MinuteFileSummary:
-    """One pass over a minute file: rows to `sink`, and the file's size, line count and sha256."""
-    digest = hashlib.sha256()
-    summary = MinuteFileSummary(minute_file)
-    counted = _CountingLines(iter_lines(stream, digest))
-    transform_lines(counted, minute_file, sink, team_aliases, summary)
-    summary.bytes = counted.bytes
-    summary.sha256 = digest.hexdigest()
-    return summary
-
-
-class _CountingLines:
-    __slots__ = ("_lines", "bytes")
-
-    def __init__(self, lines: Iterator[tuple[int, bytes, bool]]):
-        self._lines = lines
-        self.bytes = 0
-
-    def __iter__(self) -> Iterator[tuple[int, bytes, bool]]:
-        for item in self._lines:
-            self.bytes += len(item[1]) + item[2]
-            yield item
-
-
 class ListSink:
     """Keeps rows in memory, decoded: for tests and small previews."""
 
     def __init__(self) -> None:
         self.rows: dict[str, list[dict]] = {t: [] for t in schema.ALL_TABLES}
 
-    def write(self, table: str, line: bytes) -> None:
-        self.rows[table].append(orjson.loads(line))
+    def write(self, table: str, data: bytes) -> None:
+        self.rows[table].extend(orjson.loads(line) for line in data.splitlines())
 
 
 class NullSink:
