@@ -13,7 +13,7 @@ from .settings import JamSettings
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
-SENSOR_INTERVAL_SECONDS = 15
+SENSOR_INTERVAL_SECONDS = 10
 
 
 def _now() -> datetime:
