@@ -130,3 +130,26 @@ def bigquery_handler(fake: FakeServer, req: Request) -> tuple[int, dict, bytes]:
         return _json(200, {"kind": "bigquery#getQueryResultsResponse", "jobReference": jobs[job_id]["jobReference"],
                            "jobComplete": True, "totalRows": "0", "schema": {"fields": []}, "numDmlAffectedRows": "0"})
     return _json(404, {"error": {"code": 404, "message": f"fake BigQuery has no {req.method} {req.path}"}})
+
+
+def dune_handler(fake: FakeServer, req: Request) -> tuple[int, dict, bytes]:
+    """Dune's uploads API: create (409-style 'already exists' the second time) and insert. Scripted
+    failures: fake.state["insert_statuses"] is a list of statuses to answer inserts with, in order."""
+    tables = fake.state.setdefault("tables", set())
+    if req.method == "POST" and req.path == "/api/v1/uploads":
+        name = req.json()["table_name"]
+        if name in tables:
+            return _json(400, {"error": f"table {name} already exists"})
+        tables.add(name)
+        return _json(201, {"namespace": req.json()["namespace"], "table_name": name})
+    m = re.fullmatch(r"/api/v1/uploads/([^/]+)/([^/]+)/insert", req.path)
+    if req.method == "POST" and m:
+        scripted = fake.state.setdefault("insert_statuses", [])
+        status = scripted.pop(0) if scripted else 200
+        if status == 429:
+            return 429, {"Retry-After": "3", "Content-Type": "application/json"}, b'{"error":"rate limited"}'
+        if status != 200:
+            return _json(status, {"error": "bad request: column mismatch"})
+        fake.state.setdefault("inserted", []).append((m.group(2), req.body))
+        return _json(200, {"rows_written": req.body.count(b"\n"), "bytes_written": len(req.body)})
+    return _json(404, {"error": f"fake Dune has no {req.method} {req.path}"})
