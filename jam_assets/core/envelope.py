@@ -32,7 +32,8 @@ def preview(value: object, limit: int = 60) -> str:
 
 
 _TIME_RE = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})",
+    re.ASCII,  # \d must not match other scripts' digits
 )
 
 
@@ -43,12 +44,19 @@ class TimeParser:
     done once per minute prefix and cached; each line then costs one regex match.
     """
 
-    __slots__ = ("_minutes",)
+    __slots__ = ("_minutes", "_seconds")
 
     def __init__(self) -> None:
         self._minutes: dict[str, int] = {}
+        self._seconds: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" already validated -> Unix seconds
 
     def parse(self, text: str) -> tuple[str, int]:
+        # The usual shape, `...SS.fffZ`, of a second seen before: no regex, no calendar.
+        if text[-1:] == "Z" and text[19:20] == ".":
+            seconds = self._seconds.get(text[:19])
+            fraction = text[20:-1]
+            if seconds is not None and 0 < len(fraction) <= 9 and fraction.isdigit() and fraction.isascii():
+                return f"{text[:19]}.{fraction[:6].ljust(6, '0')}Z", seconds
         m = _TIME_RE.fullmatch(text)
         if m is None:
             raise LineRejected("bad_value", f"time is not RFC 3339: {preview(text)}")
@@ -70,6 +78,10 @@ class TimeParser:
                 if len(self._minutes) > 4096:
                     self._minutes.clear()
                 self._minutes[prefix] = start
+            if text[10] == "T" and text[-1] == "Z":
+                if len(self._seconds) > 65536:
+                    self._seconds.clear()
+                self._seconds[text[:19]] = start + sec
             return f"{prefix}:{second}.{fraction6}Z", start + sec
         # A numeric offset is legal RFC 3339; normalise it to UTC.
         sign = 1 if offset[0] == "+" else -1
