@@ -253,17 +253,21 @@ def check_lines_accounted(exports: Exports, summaries: Mapping[str, MinuteFileSu
     return Outcome(False, "ERROR", f"{len(wrong)} minute files do not add up ({lost:+d} lines missing)", len(wrong), wrong[:SAMPLES])
 
 
+def _envelope_fact(summaries: Mapping[str, MinuteFileSummary], count: str, samples: str, ok: str, bad: str) -> Outcome:
+    failing = sum(getattr(s, count) for s in summaries.values())
+    if not failing:
+        return Outcome(True, "ERROR", ok)
+    found = [x for s in summaries.values() for x in getattr(s, samples)][:SAMPLES]
+    return Outcome(False, "ERROR", bad.format(n=failing), failing, found)
+
+
 def check_preimage_hash(summaries: Mapping[str, MinuteFileSummary]) -> Outcome:
-    bad = sum(s.preimage_hash_mismatches for s in summaries.values())
-    samples = [x for s in summaries.values() for x in s.preimage_hash_samples][:SAMPLES]
-    if not bad:
-        return Outcome(True, "ERROR", "preimage_hash equals metadata h wherever the line has one")
-    return Outcome(False, "ERROR", f"{bad} preimages whose BLAKE2b-256 differs from metadata h", bad, samples)
+    return _envelope_fact(summaries, "preimage_hash_mismatches", "preimage_hash_samples",
+                          "preimage_hash equals metadata h wherever the line has one",
+                          "{n} preimages whose BLAKE2b-256 differs from metadata h")
 
 
 def check_codec_len(summaries: Mapping[str, MinuteFileSummary]) -> Outcome:
-    bad = sum(s.codec_len_mismatches for s in summaries.values())
-    samples = [x for s in summaries.values() for x in s.codec_len_samples][:SAMPLES]
-    if not bad:
-        return Outcome(True, "ERROR", "codec_encoded has metadata codec_len bytes wherever both exist")
-    return Outcome(False, "ERROR", f"{bad} lines whose codec_encoded length differs from metadata codec_len", bad, samples)
+    return _envelope_fact(summaries, "codec_len_mismatches", "codec_len_samples",
+                          "codec_encoded has metadata codec_len bytes wherever both exist",
+                          "{n} lines whose codec_encoded length differs from metadata codec_len")

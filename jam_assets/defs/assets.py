@@ -7,6 +7,7 @@ The step handles one minute file or a whole range of them (single-run backfills)
 """
 
 
+import os
 import time
 from collections.abc import Iterator
 
@@ -23,6 +24,7 @@ from .settings import JamSettings
 RAW_LOG = "raw_log"
 GROUPS = {RAW_LOG: "raw", schema.REJECTED: "rejected", **{t: "tables" for t in schema.TABLES}}
 POOL = "jam_warehouse"
+WAREHOUSE_KIND = "bigquery" if os.environ.get("DAGSTER_DEPLOYMENT") == "production" else "duckdb"
 _PROGRESS_SECONDS = 10.0
 
 
@@ -91,7 +93,7 @@ _OUTS = {
             group_name=GROUPS[t],
             description=_description(t),
             metadata={"dagster/column_schema": column_schema(t), "schema_file": f"schema/{t}.json"},
-            kinds={"jsonl", "duckdb"},
+            kinds={"jsonl", WAREHOUSE_KIND},
         )
         for t in schema.ALL_TABLES
     },
