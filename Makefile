@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# Range runs write their per-partition materialization events in batches (see bench/RESULTS.md).
+export DAGSTER_EVENT_BATCH_SIZE ?= 1000
 
 .PHONY: setup run test dev home bench bench-quick clean
 
