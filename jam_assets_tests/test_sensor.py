@@ -1,5 +1,7 @@
 """The sensor on a temporary log root, evaluated against a real instance."""
 
+import json
+
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -73,3 +75,17 @@ def test_cursor_stays_small_with_many_old_files(settings, resources):
         assert len(added(result)) == 300
         # Old files are outside the watch window: the cursor keeps only the high-water mark.
         assert len(result.cursor) < 200
+
+
+def test_a_vanished_watched_file_is_forgotten_without_a_request(settings, resources):
+    now = datetime.now(timezone.utc)
+    key = key_at(now - timedelta(minutes=3))
+    write_minute(settings.log_root, key, [sample_line("128")])
+    with dg.instance_for_test() as instance:
+        first = tick(instance, resources)
+        assert key in json.loads(first.cursor)["watch"]
+        (settings.log_root / f"{key}.log").unlink()
+        # (The tick logs a warning; plan_tick's `gone` list is asserted in test_minute_files.)
+        second = tick(instance, resources, first.cursor)
+        assert second.run_requests == [] and second.dynamic_partitions_requests == []
+        assert json.loads(second.cursor)["watch"] == {}
