@@ -298,28 +298,27 @@ def transform_stream(
         line_no += 1
         nbytes += len(line)
         hash_update(line)
-        terminated = line[-1:] == b"\n"
-        raw = line[:-1] if terminated else line
-        text = raw[3:] if line_no == 1 and raw[:3] == BOM else raw
         try:
-            if not text or text.isspace():
-                transformer.msg_type = None
-                raise LineRejected("blank_line", "the line is empty or only white space")
-            try:
-                out = derive(line_no, text)
-            except LineRejected as rejection:
-                if not terminated and rejection.reason in ("invalid_json", "invalid_utf8"):
-                    raise LineRejected("truncated_line", f"the last line has no newline and is incomplete ({rejection.detail})") from None
-                raise
+            # orjson takes the line with its newline (trailing white space is valid JSON), so the
+            # usual line is parsed without a copy; blank and cut lines are sorted out on rejection.
+            out = derive(line_no, line[3:] if line_no == 1 and line[:3] == BOM else line)
         except LineRejected as rejection:
+            terminated = line[-1:] == b"\n"
+            raw = line[:-1] if terminated else line
+            text = raw[3:] if line_no == 1 and raw[:3] == BOM else raw
+            reason, detail = rejection.reason, rejection.detail
+            if not text or text.isspace():
+                reason, detail = "blank_line", "the line is empty or only white space"
+            elif not terminated and reason in ("invalid_json", "invalid_utf8"):
+                reason, detail = "truncated_line", f"the last line has no newline and is incomplete ({detail})"
             msg_type = transformer.msg_type
             by_msg_type[msg_type or "unreadable"] += 1
             summary.rejected += 1
-            summary.rejected_by_reason[rejection.reason] += 1
+            summary.rejected_by_reason[reason] += 1
             rows_by_table[schema.REJECTED] += 1
             write(
                 schema.REJECTED,
-                orjson.dumps(rejected_row(minute_file, line_no, rejection.reason, rejection.detail, msg_type, raw), option=_DUMPS_OPTS),
+                orjson.dumps(rejected_row(minute_file, line_no, reason, detail, msg_type, raw), option=_DUMPS_OPTS),
             )
             continue
         msg_type = transformer.msg_type
