@@ -104,23 +104,36 @@ class Outcome:
 
 
 class Exports:
-    """The published JSONL files of some minute files, queryable with SQL."""
+    """The published JSONL files of some minute files, queryable with SQL.
 
-    def __init__(self, export_root: Path, minute_files: Sequence[str]):
+    Each table's files are parsed once into a temporary table, whatever the number of checks that
+    read them (a day's range is 1,440 files per table). The temporary tables spill to `spill_dir`
+    rather than exhausting memory.
+    """
+
+    def __init__(self, export_root: Path, minute_files: Sequence[str], spill_dir: Path | None = None):
         self.root = export_root
         self.minute_files = list(minute_files)
         self.conn = duckdb.connect()
+        if spill_dir is not None:
+            spill_dir.mkdir(parents=True, exist_ok=True)
+            self.conn.execute(f"SET temp_directory = '{str(spill_dir).replace(chr(39), chr(39) * 2)}'")
+        self._loaded: dict[str, str | None] = {}
 
     def files(self, table: str) -> list[str]:
         return [str(p) for k in self.minute_files if (p := self.root / table / f"{k}.jsonl").exists() and p.stat().st_size]
 
     def relation(self, table: str, columns: Sequence[str] | None = None) -> str | None:
-        """A SQL FROM item over the table's files, or None when they hold no rows."""
-        files = self.files(table)
-        if not files:
-            return None
-        listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        return schema.duckdb_read_json(table, f"[{listing}]", columns)
+        """A SQL FROM item over the table's rows (`columns` is a hint), or None when there are none."""
+        if table not in self._loaded:
+            files = self.files(table)
+            name = None
+            if files:
+                name = f"exported_{table}"
+                listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+                self.conn.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {schema.duckdb_read_json(table, f'[{listing}]')}")
+            self._loaded[table] = name
+        return self._loaded[table]
 
     def rows(self, sql: str) -> list[tuple]:
         return self.conn.execute(sql).fetchall()

@@ -84,7 +84,7 @@ def check_results(context: dg.AssetExecutionContext, settings: JamSettings,
     selected = sorted(context.selected_asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name))
     if not selected:
         return
-    exports = quality.Exports(settings.export_root, sorted(summaries))
+    exports = quality.Exports(settings.export_root, sorted(summaries), spill_dir=settings.staging_dir(context.run_id) / "checks")
     try:
         for check in selected:
             outcome = evaluate(check, exports, summaries, settings)
