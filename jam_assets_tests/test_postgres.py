@@ -1,7 +1,5 @@
 """dagster.postgres.yaml against a real PostgreSQL server: runs, partitions, checks and the sensor."""
 
-import os
-from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import psycopg2

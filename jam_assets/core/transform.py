@@ -375,10 +375,3 @@ class ListSink:
 
     def write(self, table: str, data: bytes) -> None:
         self.rows[table].extend(orjson.loads(line) for line in data.splitlines())
-
-
-class NullSink:
-    """Discards rows: for re-deriving a summary (check re-runs) without rewriting outputs."""
-
-    def write(self, table: str, line: bytes) -> None:
-        pass
