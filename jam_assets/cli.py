@@ -18,9 +18,6 @@ from .core import schema
 from .core.minute_files import is_closed, scan
 from .defs.settings import PROJECT_ROOT, JamSettings, SettingsError, settings_from_env
 
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
-
 
 class CliError(Exception):
     pass
@@ -66,7 +63,7 @@ def run(settings: JamSettings, include_open: bool = False) -> int:
     import dagster as dg
 
     from .definitions import build_defs
-    from .defs.partitions import minute_files
+    from .defs.partitions import minute_files, range_tags
     from .defs.resources import resources_for
 
     home = ensure_dagster_home()
@@ -102,7 +99,7 @@ def run(settings: JamSettings, include_open: bool = False) -> int:
     job = defs.resolve_job_def("minute_tables_job")
     results = []
     for start, end in ranges:
-        tags = {RANGE_START: start, RANGE_END: end}
+        tags = range_tags(start, end)
         print(f"  materializing {start} ... {end} in one run", flush=True)
         result = job.execute_in_process(
             instance=instance,

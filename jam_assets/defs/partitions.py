@@ -7,3 +7,8 @@ minute_files = dg.DynamicPartitionsDefinition(name="minute_files")
 
 # Single-run backfills: a day of minute files is one run, not 1,440.
 backfill_policy = dg.BackfillPolicy.single_run()
+
+
+def range_tags(first: str, last: str) -> dict[str, str]:
+    """Run tags that make one run cover every minute_files key registered from `first` to `last`."""
+    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}

@@ -8,11 +8,9 @@ import dagster as dg
 
 from ..core.watch import WatchCursor, plan_from_disk
 from .jobs import minute_tables_job
-from .partitions import minute_files
+from .partitions import minute_files, range_tags
 from .settings import JamSettings
 
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
 SENSOR_INTERVAL_SECONDS = 10
 
 
@@ -43,7 +41,7 @@ def minute_file_sensor(context: dg.SensorEvaluationContext, settings: JamSetting
         first, last = plan.new[0].key, plan.new[-1].key
         digest = hashlib.sha1("".join(f"{f.key}@{f.signature};" for f in plan.new).encode()).hexdigest()[:12]
         run_requests.append(
-            dg.RunRequest(run_key=f"{first}...{last}@{digest}", tags={RANGE_START: first, RANGE_END: last})
+            dg.RunRequest(run_key=f"{first}...{last}@{digest}", tags=range_tags(first, last))
         )
     for f in plan.changed:
         context.log.info(f"minute file {f.key} changed since it was processed ({f.signature}); processing it again")
