@@ -116,7 +116,6 @@ def print_summary(results, settings: JamSettings, home: Path) -> None:
     lines = bytes_ = rejected = files = 0
     rows: dict[str, int] = defaultdict(int)
     for result in results:
-        seen_outputs = set()
         for event in result.get_asset_materialization_events():
             mat = event.materialization
             name = mat.asset_key.path[-1]
@@ -126,9 +125,7 @@ def print_summary(results, settings: JamSettings, home: Path) -> None:
                 lines += meta.get("lines", 0)
                 bytes_ += meta.get("bytes", 0)
                 rejected += meta.get("rejected_lines", 0)
-            elif name not in seen_outputs:
-                # In a range run every partition's event carries the output's totals: count once.
-                seen_outputs.add(name)
+            else:
                 rows[name] += meta.get("dagster/row_count", 0)
     print()
     print(f"Summary: {files} files, {lines} lines, {_human_bytes(bytes_)}, {rejected} rejected lines")

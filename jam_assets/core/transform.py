@@ -52,6 +52,7 @@ class MinuteFileSummary:
     the raw envelope (metadata `h`, `codec_len`), which no table keeps."""
 
     minute_file: str
+    path: str = ""
     bytes: int = 0
     lines: int = 0
     lines_with_rows: int = 0

@@ -20,9 +20,6 @@ from ..core.staging import StagedTable, export_path, publish
 from .settings import JamSettings
 from .warehouse_duckdb import replace_minute_files
 
-_PER_MINUTE_METADATA_LIMIT = 30
-
-
 def partition_keys(context: dg.OutputContext | dg.InputContext) -> list[str]:
     # In range runs Dagster hands the keys over in no particular order.
     return sorted(context.asset_partition_keys) if context.has_asset_partitions else []
@@ -45,13 +42,13 @@ class TableExportsIOManager(dg.ConfigurableIOManager):
             final = export_path(root, table, key)
             publish(staged, final)
             published[key] = final
+        # Each minute file's own dagster/row_count is set by the asset, per partition; these
+        # describe the run's whole write.
         metadata: dict[str, object] = {
-            "dagster/row_count": sum(obj.rows.get(k, 0) for k in published),
-            "minute_files": len(published),
+            "rows_in_run": sum(obj.rows.get(k, 0) for k in published),
+            "minute_files_in_run": len(published),
             "export_root": dg.MetadataValue.path(str(root / table)),
         }
-        if 0 < len(published) <= _PER_MINUTE_METADATA_LIMIT:
-            metadata["rows_by_minute_file"] = {k: obj.rows.get(k, 0) for k in published}
         metadata.update(self.load_warehouse(context, table, published))
         context.add_output_metadata(metadata)
 
@@ -75,4 +72,4 @@ class DuckDBTablesIOManager(TableExportsIOManager):
             return {}
         with self.duckdb.get_connection() as conn:
             inserted = replace_minute_files(conn, table, list(published), list(published.values()))
-        return {"duckdb_rows": inserted, "duckdb_table": f"{self.duckdb.database}:{table}"}
+        return {"duckdb_rows_in_run": inserted, "duckdb_table": f"{self.duckdb.database}:{table}"}
