@@ -7,8 +7,10 @@ import sys
 from datetime import datetime, timezone
 
 import dagster as dg
+from dagster._core.instance.ref import InstanceRef
 
 from jam_assets.core.generator import TINY, write_minutes
+from jam_assets.event_log_storage import BatchedSqliteEventLogStorage
 
 from .helpers import PROJECT, sample_line
 
@@ -35,7 +37,10 @@ def test_run_processes_another_log_tree_and_prints_the_summary(tmp_path):
                     "workreports": "7", "preimages": "1", "assurances": "1", "tickets": "0",
                     "workpackages": "0", "services": "0", "segments": "0", "rejected_lines": "1"}
 
-    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+    # Opened from its folder, not with instance_for_test(temp_dir=...), which would write its own
+    # dagster.yaml through the home's symlink over the project's.
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / "home"))) as instance:
+        assert isinstance(instance.event_log_storage, BatchedSqliteEventLogStorage)
         assert instance.get_dynamic_partitions("minute_files") == [
             "2025/04/23/0600", "2025/04/23/0601", "2025/04/23/0602", "2025/04/23/0700"]
         (run,) = instance.get_runs()
