@@ -7,7 +7,6 @@ import sys
 from datetime import datetime, timezone
 
 import dagster as dg
-from dagster._core.instance.ref import InstanceRef
 
 from jam_assets.core.generator import TINY, write_minutes
 from jam_assets.event_log_storage import BatchedSqliteEventLogStorage
@@ -21,7 +20,7 @@ def jam_etl(tmp_path, *args, **env):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_run_processes_another_log_tree_and_prints_the_summary(tmp_path):
+def test_run_processes_another_log_tree_and_prints_the_summary(tmp_path, monkeypatch):
     logs = tmp_path / "logs"
     write_minutes(logs, TINY, datetime(2025, 4, 23, 6, 0, tzinfo=timezone.utc), 3, seed=5)
     # A flat folder file too: HHMM.log dated by its first line.
@@ -37,9 +36,10 @@ def test_run_processes_another_log_tree_and_prints_the_summary(tmp_path):
                     "workreports": "7", "preimages": "1", "assurances": "1", "tickets": "0",
                     "workpackages": "0", "services": "0", "segments": "0", "rejected_lines": "1"}
 
-    # Opened from its folder, not with instance_for_test(temp_dir=...), which would write its own
+    # Opened as DAGSTER_HOME, not with instance_for_test(temp_dir=...), which would write its own
     # dagster.yaml through the home's symlink over the project's.
-    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / "home"))) as instance:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    with dg.DagsterInstance.get() as instance:
         assert isinstance(instance.event_log_storage, BatchedSqliteEventLogStorage)
         assert instance.get_dynamic_partitions("minute_files") == [
             "2025/04/23/0600", "2025/04/23/0601", "2025/04/23/0602", "2025/04/23/0700"]

@@ -1,0 +1,114 @@
+"""BatchedSqliteEventLogStorage against Dagster's own SQLite event log: the same records, batched writes."""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+import pytest
+from dagster._core.events import DagsterEventType
+from dagster._core.storage.event_log import SqliteEventLogStorage
+
+from jam_assets.core.generator import TINY, Generator
+from jam_assets.defs.assets import minute_file_tables
+from jam_assets.defs.partitions import minute_files, range_tags
+from jam_assets.event_log_storage import BatchedSqliteEventLogStorage
+
+KEYS = [f"2025/04/23/06{m:02d}" for m in range(5)]
+BATCHED = {"event_log_storage": {"module": "jam_assets.event_log_storage", "class": "BatchedSqliteEventLogStorage"}}
+ASSETS = ("raw_log", "blocks", "workreports", "rejected_lines")
+
+
+@pytest.fixture
+def logs(settings):
+    gen = Generator(TINY, seed=4)
+    for key in KEYS:
+        gen.write_minute(settings.log_root, datetime.strptime(key, "%Y/%m/%d/%H%M").replace(tzinfo=timezone.utc))
+    return settings.log_root
+
+
+@pytest.fixture
+def single_materializations(monkeypatch):
+    """Counts the materialization events stored one at a time (`store_event`), by either storage."""
+    seen = []
+    original = SqliteEventLogStorage.store_event
+
+    def store_event(self, event):
+        if event.dagster_event and event.dagster_event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+            seen.append(event.dagster_event.asset_key)
+        return original(self, event)
+
+    monkeypatch.setattr(SqliteEventLogStorage, "store_event", store_event)
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "3")  # batches of 3, 2 for the 5 minute files
+    return seen
+
+
+def materialize_twice(instance, resources) -> tuple[str, str]:
+    instance.add_dynamic_partitions(minute_files.name, KEYS)
+    run_ids = []
+    for _ in range(2):
+        result = dg.materialize([minute_file_tables], instance=instance, resources=resources,
+                                tags=range_tags(KEYS[0], KEYS[-1]))
+        assert result.success
+        run_ids.append(result.run_id)
+    return run_ids[0], run_ids[1]
+
+
+def latest_storage_id(instance, key) -> int:
+    return instance.fetch_materializations(key, limit=1).records[0].storage_id
+
+
+def recorded(instance, run_ids) -> dict:
+    """What the UI and the asset daemon read back, with run ids replaced by their order."""
+    order = {run_id: i for i, run_id in enumerate(run_ids)}
+    out = {}
+    for asset in ASSETS:
+        key = dg.AssetKey(asset)
+        records = instance.fetch_materializations(key, limit=100).records
+        latest = instance.get_latest_materialization_event(key)
+        # The asset index the UI reads: the asset's row (latest materialization) and indexed tags.
+        (asset_record,) = instance.get_asset_records([key])
+        indexed = asset_record.asset_entry.last_materialization_record
+        out[asset] = {
+            "indexed_latest": (order[indexed.run_id], indexed.storage_id == latest_storage_id(instance, key)),
+            "indexed_tags": sorted(tuple(sorted(t)) for t in instance.get_event_tags_for_asset(key)),
+            "partitions": sorted(instance.get_materialized_partitions(key)),
+            "events": sorted(
+                (order[r.run_id], r.partition_key, tuple(sorted((k, repr(v.value)) for k, v in r.asset_materialization.metadata.items())))
+                for r in records
+            ),
+            "latest": (order[latest.run_id], latest.dagster_event.partition in KEYS),
+            "storage_ids_ascend": [r.storage_id for r in records] == sorted((r.storage_id for r in records), reverse=True),
+        }
+    return out
+
+
+def test_a_range_run_records_the_same_events_as_dagsters_storage_in_batches(settings, resources, logs, single_materializations):
+    with dg.instance_for_test() as stock:
+        assert type(stock.event_log_storage) is SqliteEventLogStorage
+        expected = recorded(stock, materialize_twice(stock, resources))
+        # Dagster's storage writes each of a batch's events on its own.
+        assert len(single_materializations) == 2 * 13 * len(KEYS)
+
+    single_materializations.clear()
+    with dg.instance_for_test(overrides=BATCHED) as batched:
+        assert type(batched.event_log_storage) is BatchedSqliteEventLogStorage
+        actual = recorded(batched, materialize_twice(batched, resources))
+        assert single_materializations == []
+
+    assert actual == expected
+    assert expected["raw_log"]["partitions"] == KEYS
+    assert len(expected["blocks"]["events"]) == 2 * len(KEYS)
+    assert expected["blocks"]["latest"] == (1, True)
+    assert expected["blocks"]["indexed_latest"] == (1, True)
+    assert len(expected["blocks"]["indexed_tags"]) == 2 * len(KEYS)  # a data version per event
+
+
+def test_without_a_base_dir_or_dagster_home_it_says_what_to_set(monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    with pytest.raises(dg.DagsterInvariantViolationError, match=r"needs DAGSTER_HOME .*make dev"):
+        BatchedSqliteEventLogStorage.from_config_value(None, {})
+
+
+def test_an_explicit_base_dir_is_used(tmp_path):
+    storage = BatchedSqliteEventLogStorage.from_config_value(None, {"base_dir": str(tmp_path / "runs")})
+    assert (tmp_path / "runs" / "index.db").exists()
+    storage.dispose()
