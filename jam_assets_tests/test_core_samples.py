@@ -364,3 +364,42 @@ def test_statistics_odd_shapes_take_the_general_path():
     rows, _ = derive(orjson.dumps(line) + b"\n", MF)
     assert rows["validatorstatistics"][5]["last_guarantees"] is None
     assert rows["corestatistics"][1]["gas_used"] == 2**62
+
+
+def test_statistics_records_that_are_not_plain_get_the_general_path():
+    """Anything but exact keys with integer values leaves the fast path, which then agrees with the general one."""
+    from jam_assets.core import payloads
+
+    def both(edit):
+        line = sample_json("13")
+        edit(line["json_encoded"])
+        data = orjson.dumps(line) + b"\n"
+        fast, _ = derive(data, MF)
+        original = payloads._statistics_fast
+        payloads._statistics_fast = lambda *a: None
+        try:
+            general, _ = derive(data, MF)
+        finally:
+            payloads._statistics_fast = original
+        assert fast == general
+        return fast
+
+    def rename(record, old, new):
+        items = list(record.items())
+        record.clear()
+        record.update((new if k == old else k, v) for k, v in items)
+
+    # A key that matches only once its digits are dropped is not that key.
+    rows = both(lambda p: rename(p["vals_current"][0], "blocks", "blocks2"))
+    assert rows["validatorstatistics"][0]["current_blocks"] is None
+    rows = both(lambda p: rename(p["cores"][1], "imports", "imports-1"))
+    assert rows["corestatistics"][1]["imports"] is None
+    rows = both(lambda p: rename(p["vals_last"][3], "tickets", "3tickets"))
+    assert rows["validatorstatistics"][3]["last_tickets"] is None
+    # Negative and large values, reordered keys and a string value.
+    rows = both(lambda p: p["vals_last"][1].update(blocks=-4, tickets=2**60))
+    assert rows["validatorstatistics"][1]["last_blocks"] == -4 and rows["validatorstatistics"][1]["last_tickets"] == 2**60
+    rows = both(lambda p: p["cores"].__setitem__(0, dict(reversed(list(p["cores"][0].items())))))
+    assert len(rows["corestatistics"]) == 2
+    rows = both(lambda p: p["vals_current"][2].update(guarantees="7"))
+    assert rows["rejected_lines"][0]["reason"] == "bad_value"

@@ -40,23 +40,26 @@ _TIME_RE = re.compile(
 class TimeParser:
     """RFC 3339 -> (`YYYY-MM-DDTHH:MM:SS.ffffffZ`, whole UTC seconds since the Unix epoch).
 
-    A minute file holds thousands of lines from the same minute, so the calendar arithmetic is
-    done once per minute prefix and cached; each line then costs one regex match.
+    A minute file holds thousands of lines from the same minute, so a minute prefix is matched and
+    turned into a timestamp once; later lines of that minute are checked with a few string tests.
     """
 
-    __slots__ = ("_minutes", "_seconds")
+    __slots__ = ("_minutes",)
 
     def __init__(self) -> None:
-        self._minutes: dict[str, int] = {}
-        self._seconds: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" already validated -> Unix seconds
+        self._minutes: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM" -> Unix seconds at its start
 
     def parse(self, text: str) -> tuple[str, int]:
-        # The usual shape, `...SS.fffZ`, of a second seen before: no regex, no calendar.
-        if text[-1:] == "Z" and text[19:20] == ".":
-            seconds = self._seconds.get(text[:19])
-            fraction = text[20:-1]
-            if seconds is not None and 0 < len(fraction) <= 9 and fraction.isdigit() and fraction.isascii():
-                return f"{text[:19]}.{fraction[:6].ljust(6, '0')}Z", seconds
+        # The usual shape, `YYYY-MM-DDTHH:MM:SS.fffZ` in a minute seen before: no regex, no calendar.
+        if text[-1:] == "Z" and text[19:20] == "." and text[16:17] == ":":
+            start = self._minutes.get(text[:16])
+            second, fraction = text[17:19], text[20:-1]
+            if (
+                start is not None
+                and second.isdigit() and second.isascii() and second < "60"
+                and 0 < len(fraction) <= 9 and fraction.isdigit() and fraction.isascii()
+            ):
+                return f"{text[:19]}.{fraction[:6].ljust(6, '0')}Z", start + int(second)
         m = _TIME_RE.fullmatch(text)
         if m is None:
             raise LineRejected("bad_value", f"time is not RFC 3339: {preview(text)}")
@@ -78,10 +81,6 @@ class TimeParser:
                 if len(self._minutes) > 4096:
                     self._minutes.clear()
                 self._minutes[prefix] = start
-            if text[10] == "T" and text[-1] == "Z":
-                if len(self._seconds) > 65536:
-                    self._seconds.clear()
-                self._seconds[text[:19]] = start + sec
             return f"{prefix}:{second}.{fraction6}Z", start + sec
         # A numeric offset is legal RFC 3339; normalise it to UTC.
         sign = 1 if offset[0] == "+" else -1

@@ -9,8 +9,8 @@ where we count); scalar types are checked once per row against the schema in `tr
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -138,54 +138,90 @@ class Serialized:
         self.count = count
 
 
-def _record_list_re(fields: tuple[str, ...]) -> bytes:
-    # A list of flat records, each with exactly `fields` in order and integer values of at most
-    # 18 digits (so they fit a signed 64-bit INTEGER).
-    record = rb"\{" + rb",".join(b'"' + f.encode() + rb'":-?\d{1,18}' for f in fields) + rb"\}"
-    return rb"\[(?:" + record + rb"(?:," + record + rb")*)?\]"
-
-
-_VALIDATOR_LIST = _record_list_re(("blocks", "tickets", "pre_images", "pre_images_size", "guarantees", "assurances"))
-_CORE_LIST = _record_list_re(
-    ("da_load", "popularity", "imports", "exports", "extrinsic_size", "extrinsic_count", "bundle_size", "gas_used")
-)
-# [vals_current, vals_last, cores], matched in one C-level pass.
-_STATS_LISTS = re.compile(rb"\[" + _VALIDATOR_LIST + rb"," + _VALIDATOR_LIST + rb"," + _CORE_LIST + rb"\]")
-
-
-_VALIDATOR_ROW = (
-    b',"validator_id":%d,'
-    + b",".join(b'"current_' + f.encode() + b'":%d' for f in _VALIDATOR_FIELDS)
-    + b","
-    + b",".join(b'"last_' + f.encode() + b'":%d' for f in _VALIDATOR_FIELDS)
-    + b"}\n"
+# Statistics lines carry V + V + C (+ services) flat records of integers: at full scale 2,387 of
+# them per line. The fast path below checks and turns them into rows without a Python object per
+# record: each list is serialised once, checked in C, and the rows are cut from that JSON.
+_STRICT = orjson.OPT_STRICT_INTEGER  # integers beyond 2^53 raise; the general path then checks their range
+_NUMBER_BYTES = b"0123456789-"
+# Every byte as its class: a name byte (letter, `_`, `"`) as `a`, a number byte as `0`, others `,`.
+_CLASSES = bytes(
+    ord("a") if chr(b).isalpha() or chr(b) in '_"' else ord("0") if b in _NUMBER_BYTES else ord(",") for b in range(256)
 )
 
 
-def _statistics_fast(common: Row, current: list, last: list, cores: list) -> Rows | None:
-    """The statistics rows serialised without a dict per row (the common case, several times faster).
+class _PlainRecords:
+    """A list of records that must each have exactly `fields`, in that order, with integer values."""
 
-    Each record list is serialised once and matched against its exact shape (keys in order, integers
-    of at most 18 digits); only then are the rows formatted from the records' values. None when the
-    payload is not of that plain shape: the general path then handles it, reporting what is wrong.
+    def __init__(self, fields: tuple[str, ...], wrapper: tuple[bytes, bytes] = (b"{", b"}")):
+        self.fields = fields
+        open_, close = wrapper
+        self.record = open_ + b",".join(b'"' + f.encode() + b'":' for f in fields) + close
+        self._skeletons: dict[int, bytes] = {}
+
+    def json(self, records: list) -> bytes | None:
+        """The list as compact JSON if every record is plain; None sends it to the general path."""
+        try:
+            data = orjson.dumps(records, option=_STRICT)
+        except orjson.JSONEncodeError:
+            return None
+        n = len(records)
+        skeleton = self._skeletons.get(n)
+        if skeleton is None:
+            skeleton = self._skeletons[n] = b"[" + b",".join([self.record] * n) + b"]"
+        # With the numbers taken out, the JSON must be the expected keys and punctuation exactly: no
+        # float, string, null, boolean, nested value or other key survives that. A number byte right
+        # after a name byte would be a digit inside a key (values follow `:`), such as "blocks1".
+        if data.translate(None, _NUMBER_BYTES) != skeleton or b"a0" in data.translate(_CLASSES):
+            return None
+        return data
+
+
+_VALIDATORS = _PlainRecords(_VALIDATOR_FIELDS)
+_CORES = _PlainRecords(_CORE_FIELDS)
+_SERVICES = _PlainRecords(("id", "record", *_SERVICE_FIELDS), (b"{", b"}}"))
+_SERVICES.record = _SERVICES.record.replace(b'"record":,', b'"record":{')
+_INDEX = [str(i).encode() + b"," for i in range(4096)]
+
+
+def _index(n: int) -> list[bytes]:
+    return _INDEX[:n] if n <= len(_INDEX) else [str(i).encode() + b"," for i in range(n)]
+
+
+def _pieces(data: bytes, close: bytes) -> list[bytes]:
+    """The records of a plain list's JSON without their braces (`"a":1,"b":2` each); `close` ends a record."""
+    return data[2 : -len(close) - 1].split(close + b",{")
+
+
+def _statistics_fast(head: bytes, current: list, last: list, cores: list, services: list) -> Rows | None:
+    """All statistics rows as JSONL, or None when any record list is not plain.
+
+    `head` is the common columns as an unclosed JSON object (`{"minute_file":…,"elapsed":…,`).
     """
     if len(current) != len(last):
         return None
-    # One serialisation and one match for all three lists.
-    both = orjson.dumps([current, last, cores])
-    if not _STATS_LISTS.fullmatch(both):
-        return None
-    core_json = both[both.rindex(b"],[") + 2 : -1] if cores else b"[]"
-    head = orjson.dumps(common)[:-1]
     out: Rows = []
     if current:
-        row = head + _VALIDATOR_ROW
-        data = b"".join([row % (i, *c.values(), *l.values()) for i, (c, l) in enumerate(zip(current, last))])
-        out.append(("validatorstatistics", Serialized(data, len(current))))
+        cur, prev = _VALIDATORS.json(current), _VALIDATORS.json(last)
+        if cur is None or prev is None:
+            return None
+        cur = cur.replace(b'{"', b'{"current_').replace(b',"', b',"current_')
+        prev = prev.replace(b'{"', b'{"last_').replace(b',"', b',"last_')
+        rows = map(b"".join, zip(repeat(head + b'"validator_id":'), _index(len(current)), _pieces(cur, b"}"),
+                                 repeat(b","), _pieces(prev, b"}"), repeat(b"}\n")))
+        out.append(("validatorstatistics", Serialized(b"".join(rows), len(current))))
     if cores:
-        row = head + b',"core":%d,%s}\n'
-        data = b"".join([row % (i, c) for i, c in enumerate(core_json[2:-2].split(b"},{"))])
-        out.append(("corestatistics", Serialized(data, len(cores))))
+        data = _CORES.json(cores)
+        if data is None:
+            return None
+        rows = map(b"".join, zip(repeat(head + b'"core":'), _index(len(cores)), _pieces(data, b"}"), repeat(b"}\n")))
+        out.append(("corestatistics", Serialized(b"".join(rows), len(cores))))
+    if services:
+        data = _SERVICES.json(services)
+        if data is None:
+            return None
+        data = data.replace(b'{"id":', b'{"service_id":').replace(b',"record":{', b",")
+        rows = map(b"".join, zip(repeat(head), _pieces(data, b"}}"), repeat(b"}\n")))
+        out.append(("servicestatistics", Serialized(b"".join(rows), len(services))))
     return out
 
 
@@ -195,11 +231,11 @@ def statistics(common: Row, payload: Any, md: dict[str, str], codec: str | None)
     last = items(p.get("vals_last"), "json_encoded.vals_last")
     cores = items(p.get("cores"), "json_encoded.cores")
     services = items(p.get("services"), "json_encoded.services")
-    fast = _statistics_fast(common, current, last, cores)
+    fast = _statistics_fast(orjson.dumps(common)[:-1] + b",", current, last, cores, services)
     if fast is not None:
-        current = last = cores = []  # done; only the services remain for the general path
+        return fast
     head = tuple(common.items())
-    rows: Rows = fast or []
+    rows: Rows = []
     append = rows.append
     # vals_current and vals_last should both hold V records; if one is short, its columns are null
     # rather than the other's records being dropped.
