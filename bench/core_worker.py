@@ -1,6 +1,10 @@
 """One measurement in its own process (so peak RSS is its own): `core` or `floor` over one file.
 
-    python bench/core_worker.py core|floor FILE OUTDIR  -> prints JSON {seconds, bytes, lines, peak_rss_mb}
+    python bench/core_worker.py core|floor FILE OUTDIR [WORKERS]
+        -> prints JSON {seconds, bytes, lines, peak_rss_mb}
+
+`core` stages every table of the file as the asset does (jam_assets.core.parallel), with WORKERS
+processes (default: one per core); peak RSS is the largest of this process and its workers.
 """
 
 import json
@@ -11,20 +15,19 @@ from pathlib import Path
 
 import orjson
 
-from jam_assets.core.staging import JsonlStage
-from jam_assets.core.transform import transform_stream
+from jam_assets.core.parallel import MinuteFileJob, stage_minute_files
 
 
 def main() -> None:
     mode, path, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    workers = int(sys.argv[4]) if len(sys.argv) > 4 else None
     size = path.stat().st_size
     start = time.perf_counter()
     lines = 0
     if mode == "core":
-        with path.open("rb") as f, JsonlStage(out) as sink:
-            summary = transform_stream(f, "2025/04/23/0600", sink)
-        sink.close()
-        lines = summary.lines
+        job = MinuteFileJob(path, "2025/04/23/0600", out)
+        for _, summary, _ in stage_minute_files([job], workers=workers):
+            lines = summary.lines
     else:  # the floor: orjson.loads of every line plus orjson.dumps of a same-sized output
         loads, dumps = orjson.loads, orjson.dumps
         with path.open("rb") as f:
@@ -32,7 +35,7 @@ def main() -> None:
                 dumps(loads(line))
                 lines += 1
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
     print(json.dumps({"seconds": seconds, "bytes": size, "lines": lines, "peak_rss_mb": peak}))
 
 

@@ -1,6 +1,7 @@
 """Bad input never stops a file: each bad line becomes one exact `rejected_lines` row (or a correct
 row), every other line is processed, and lines with rows + rejected lines = lines in the file."""
 
+import hashlib
 import io
 import os
 
@@ -208,3 +209,17 @@ def test_a_binary_blob_is_rejected_line_by_line_and_recoverable():
     rebuilt = b"\n".join(recover_raw(r) for r in sorted(rows["rejected_lines"], key=lambda r: r["line_no"]))
     assert rebuilt == blob
     assert set(summary.rejected_by_reason) <= {"invalid_utf8", "invalid_json", "truncated_line", "blank_line", "not_an_object"}
+
+
+def test_a_rejected_first_line_keeps_its_byte_order_mark_and_chunk_edges_lose_nothing(monkeypatch):
+    from jam_assets.core import transform
+
+    data = b"\xef\xbb\xbf{not json\n" + sample_line("128") + b"\r\n" + b"x" * 50 + b"\n\n" + sample_line("13")
+    # Chunks smaller than a line: every line is reassembled across chunk edges.
+    monkeypatch.setattr(transform, "_CHUNK", 7)
+    rows, summary = derive(data, MF)
+    assert [recover_raw(r) for r in rows["rejected_lines"]] == [b"\xef\xbb\xbf{not json", b"x" * 50, b""]
+    assert [r["reason"] for r in rows["rejected_lines"]] == ["invalid_json", "invalid_json", "blank_line"]
+    assert summary.lines == 5 and summary.bytes == len(data) and len(rows["blocks"]) == 1
+    assert summary.sha256 == hashlib.sha256(data).hexdigest()
+    assert len(rows["validatorstatistics"]) == 6  # the last line, with no newline, is whole

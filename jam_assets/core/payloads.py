@@ -140,7 +140,9 @@ class Serialized:
 
 # Statistics lines carry V + V + C (+ services) flat records of integers: at full scale 2,387 of
 # them per line. The fast path below checks and turns them into rows without a Python object per
-# record: each list is serialised once, checked in C, and the rows are cut from that JSON.
+# record: the payload is serialised once, checked in C against the exact expected shape, and the
+# rows are cut from that JSON.
+_STATS_KEYS = ("vals_current", "vals_last", "cores", "services")
 _STRICT = orjson.OPT_STRICT_INTEGER  # integers beyond 2^53 raise; the general path then checks their range
 _NUMBER_BYTES = b"0123456789-"
 # Every byte as its class: a name byte (letter, `_`, `"`) as `a`, a number byte as `0`, others `,`.
@@ -149,37 +151,30 @@ _CLASSES = bytes(
 )
 
 
-class _PlainRecords:
-    """A list of records that must each have exactly `fields`, in that order, with integer values."""
-
-    def __init__(self, fields: tuple[str, ...], wrapper: tuple[bytes, bytes] = (b"{", b"}")):
-        self.fields = fields
-        open_, close = wrapper
-        self.record = open_ + b",".join(b'"' + f.encode() + b'":' for f in fields) + close
-        self._skeletons: dict[int, bytes] = {}
-
-    def json(self, records: list) -> bytes | None:
-        """The list as compact JSON if every record is plain; None sends it to the general path."""
-        try:
-            data = orjson.dumps(records, option=_STRICT)
-        except orjson.JSONEncodeError:
-            return None
-        n = len(records)
-        skeleton = self._skeletons.get(n)
-        if skeleton is None:
-            skeleton = self._skeletons[n] = b"[" + b",".join([self.record] * n) + b"]"
-        # With the numbers taken out, the JSON must be the expected keys and punctuation exactly: no
-        # float, string, null, boolean, nested value or other key survives that. A number byte right
-        # after a name byte would be a digit inside a key (values follow `:`), such as "blocks1".
-        if data.translate(None, _NUMBER_BYTES) != skeleton or b"a0" in data.translate(_CLASSES):
-            return None
-        return data
+def _record(fields: tuple[str, ...]) -> bytes:
+    return b"{" + b",".join(b'"' + f.encode() + b'":' for f in fields) + b"}"
 
 
-_VALIDATORS = _PlainRecords(_VALIDATOR_FIELDS)
-_CORES = _PlainRecords(_CORE_FIELDS)
-_SERVICES = _PlainRecords(("id", "record", *_SERVICE_FIELDS), (b"{", b"}}"))
-_SERVICES.record = _SERVICES.record.replace(b'"record":,', b'"record":{')
+_RECORDS = (
+    _record(_VALIDATOR_FIELDS),
+    _record(_VALIDATOR_FIELDS),
+    _record(_CORE_FIELDS),
+    b'{"id":,"record":' + _record(_SERVICE_FIELDS) + b"}",
+)
+_SKELETONS: dict[tuple[int, ...], bytes] = {}
+
+
+def _skeleton(counts: tuple[int, ...]) -> bytes:
+    """The payload's JSON with every number taken out, for these record counts."""
+    skeleton = _SKELETONS.get(counts)
+    if skeleton is None:
+        if len(_SKELETONS) > 1024:
+            _SKELETONS.clear()
+        lists = (b"[" + b",".join([record] * n) + b"]" for record, n in zip(_RECORDS, counts))
+        skeleton = _SKELETONS[counts] = b"{" + b",".join(b'"' + k.encode() + b'":' + v for k, v in zip(_STATS_KEYS, lists)) + b"}"
+    return skeleton
+
+
 _INDEX = [str(i).encode() + b"," for i in range(4096)]
 
 
@@ -188,52 +183,61 @@ def _index(n: int) -> list[bytes]:
 
 
 def _pieces(data: bytes, close: bytes) -> list[bytes]:
-    """The records of a plain list's JSON without their braces (`"a":1,"b":2` each); `close` ends a record."""
+    """The records of a list's JSON without their braces (`"a":1,"b":2` each); `close` ends a record."""
     return data[2 : -len(close) - 1].split(close + b",{")
 
 
-def _statistics_fast(head: bytes, current: list, last: list, cores: list, services: list) -> Rows | None:
-    """All statistics rows as JSONL, or None when any record list is not plain.
+def _statistics_fast(head: bytes, p: dict) -> Rows | None:
+    """All statistics rows as JSONL, or None when the payload is not plain (the general path then
+    checks each value and says what is wrong).
 
     `head` is the common columns as an unclosed JSON object (`{"minute_file":…,"elapsed":…,`).
     """
-    if len(current) != len(last):
+    if tuple(p) != _STATS_KEYS:
         return None
+    try:
+        counts = tuple(map(len, p.values()))
+        data = orjson.dumps(p, option=_STRICT)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+    # With the numbers taken out, the JSON must be the expected keys and punctuation exactly: no
+    # float, string, null, boolean, nested value or other key survives that. A number byte right
+    # after a name byte would be a digit inside a key (values follow `:`), such as "blocks1".
+    if counts[0] != counts[1] or data.translate(None, _NUMBER_BYTES) != _skeleton(counts):
+        return None
+    if b"a0" in data.translate(_CLASSES):
+        return None
+    n_validators, _, n_cores, n_services = counts
+    last_at = data.index(b',"vals_last":')
+    cores_at = data.index(b',"cores":', last_at)
+    services_at = data.index(b',"services":', cores_at)
     out: Rows = []
-    if current:
-        cur, prev = _VALIDATORS.json(current), _VALIDATORS.json(last)
-        if cur is None or prev is None:
-            return None
-        cur = cur.replace(b'{"', b'{"current_').replace(b',"', b',"current_')
-        prev = prev.replace(b'{"', b'{"last_').replace(b',"', b',"last_')
-        rows = map(b"".join, zip(repeat(head + b'"validator_id":'), _index(len(current)), _pieces(cur, b"}"),
+    if n_validators:
+        cur = data[16:last_at].replace(b'{"', b'{"current_').replace(b',"', b',"current_')
+        prev = data[last_at + 13 : cores_at].replace(b'{"', b'{"last_').replace(b',"', b',"last_')
+        rows = map(b"".join, zip(repeat(head + b'"validator_id":'), _index(n_validators), _pieces(cur, b"}"),
                                  repeat(b","), _pieces(prev, b"}"), repeat(b"}\n")))
-        out.append(("validatorstatistics", Serialized(b"".join(rows), len(current))))
-    if cores:
-        data = _CORES.json(cores)
-        if data is None:
-            return None
-        rows = map(b"".join, zip(repeat(head + b'"core":'), _index(len(cores)), _pieces(data, b"}"), repeat(b"}\n")))
-        out.append(("corestatistics", Serialized(b"".join(rows), len(cores))))
-    if services:
-        data = _SERVICES.json(services)
-        if data is None:
-            return None
-        data = data.replace(b'{"id":', b'{"service_id":').replace(b',"record":{', b",")
-        rows = map(b"".join, zip(repeat(head), _pieces(data, b"}}"), repeat(b"}\n")))
-        out.append(("servicestatistics", Serialized(b"".join(rows), len(services))))
+        out.append(("validatorstatistics", Serialized(b"".join(rows), n_validators)))
+    if n_cores:
+        rows = map(b"".join, zip(repeat(head + b'"core":'), _index(n_cores), _pieces(data[cores_at + 9 : services_at], b"}"),
+                                 repeat(b"}\n")))
+        out.append(("corestatistics", Serialized(b"".join(rows), n_cores)))
+    if n_services:
+        services = data[services_at + 12 : -1].replace(b'{"id":', b'{"service_id":').replace(b',"record":{', b",")
+        rows = map(b"".join, zip(repeat(head), _pieces(services, b"}}"), repeat(b"}\n")))
+        out.append(("servicestatistics", Serialized(b"".join(rows), n_services)))
     return out
 
 
 def statistics(common: Row, payload: Any, md: dict[str, str], codec: str | None) -> Rows:
     p = obj(payload, "json_encoded")
+    fast = _statistics_fast(orjson.dumps(common)[:-1] + b",", p)
+    if fast is not None:
+        return fast
     current = items(p.get("vals_current"), "json_encoded.vals_current")
     last = items(p.get("vals_last"), "json_encoded.vals_last")
     cores = items(p.get("cores"), "json_encoded.cores")
     services = items(p.get("services"), "json_encoded.services")
-    fast = _statistics_fast(orjson.dumps(common)[:-1] + b",", current, last, cores, services)
-    if fast is not None:
-        return fast
     head = tuple(common.items())
     rows: Rows = []
     append = rows.append

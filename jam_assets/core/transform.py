@@ -12,6 +12,7 @@ import base64
 import hashlib
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
@@ -67,6 +68,17 @@ class MinuteFileSummary:
     preimage_hash_samples: list[dict] = field(default_factory=list)
     codec_len_mismatches: int = 0
     codec_len_samples: list[dict] = field(default_factory=list)
+
+    def merge(self, later: MinuteFileSummary) -> None:
+        """Add the summary of the next piece of the same file (its lines follow this one's)."""
+        for name in ("bytes", "lines", "lines_with_rows", "rejected", "preimage_hash_mismatches", "codec_len_mismatches"):
+            setattr(self, name, getattr(self, name) + getattr(later, name))
+        for name in ("lines_by_msg_type", "rows_by_table", "rejected_by_reason"):
+            getattr(self, name).update(getattr(later, name))
+        for name in ("preimage_hash_samples", "codec_len_samples"):
+            getattr(self, name).extend(getattr(later, name)[: SAMPLE_LIMIT - len(getattr(self, name))])
+        times = [t for t in (self.first_time, self.last_time, later.first_time, later.last_time) if t is not None]
+        self.first_time, self.last_time = (min(times), max(times)) if times else (None, None)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -156,24 +168,28 @@ class LineTransformer:
         self.team_aliases = dict(DEFAULT_TEAM_ALIASES if team_aliases is None else team_aliases)
         self.times = TimeParser()
         self.types = {t: _TableTypes(t) for t in schema.TABLES}
-        self._metadata: dict[str, tuple[dict[str, str], str, str | None]] = {}
+        self._metadata: dict[str, tuple[dict[str, str], str, str | None, int | None]] = {}
         # Set as soon as a line's msg_type is read, so a rejection can report it.
         self.msg_type: str | None = None
         self.time: str | None = None
         self.metadata: dict[str, str] = {}
         self.codec: str | None = None
+        self.codec_len: int | None = None  # metadata codec_len as a number (-1 when it is not one)
         self.preimage_hash: str | None = None
 
-    def _envelope_metadata(self, text: Any) -> tuple[dict[str, str], str, str | None]:
+    def _envelope_metadata(self, text: Any) -> tuple[dict[str, str], str, str | None, int | None]:
         if text is None:
-            return {}, UNKNOWN_TEAM, None
+            return {}, UNKNOWN_TEAM, None, None
         if type(text) is not str:
             raise LineRejected("bad_value", f"metadata must be a string, got {preview(text)}")
         cached = self._metadata.get(text)
         if cached is None:
             md = parse_metadata(text)
             team = md.get("team") or UNKNOWN_TEAM
-            cached = (md, self.team_aliases.get(team, team), md.get("id"))
+            codec_len = md.get("codec_len")
+            if codec_len is not None:
+                codec_len = int(codec_len) if codec_len.isdigit() and codec_len.isascii() else -1
+            cached = (md, self.team_aliases.get(team, team), md.get("id"), codec_len)
             if len(self._metadata) > 65536:
                 self._metadata.clear()
             self._metadata[text] = cached
@@ -181,7 +197,7 @@ class LineTransformer:
 
     def rows(self, line_no: int, text: bytes) -> list[tuple[str, bytes, int]]:
         """(table, serialised rows, how many) for one line; raises LineRejected."""
-        self.msg_type = self.time = self.codec = None
+        self.msg_type = self.time = self.codec = self.codec_len = None
         self.metadata = {}
         try:
             envelope = orjson.loads(text)
@@ -216,7 +232,7 @@ class LineTransformer:
         time, seconds = self.times.parse(raw_time)
         self.time = time
 
-        md, team, md_id = self._envelope_metadata(envelope.get("metadata"))
+        md, team, md_id, self.codec_len = self._envelope_metadata(envelope.get("metadata"))
         self.metadata = md
         sender_id = envelope.get("sender_id")
         if sender_id is None:
@@ -278,94 +294,121 @@ def _sample(samples: list[dict], item: dict) -> None:
         samples.append(item)
 
 
+_CHUNK = 8 << 20
+
+
 def transform_stream(
     stream: IO[bytes],
     minute_file: str,
     sink: RowSink,
     team_aliases: Mapping[str, str] | None = None,
+    *,
+    limit: int | None = None,
+    lines_before: int = 0,
+    sha256: bool = True,
 ) -> MinuteFileSummary:
-    """One pass over a minute file: rows to `sink`; the file's size, lines, sha256 and the rest to the summary."""
+    """One pass over a minute file: rows to `sink`; the file's size, lines, sha256 and the rest to the summary.
+
+    The file is read in large chunks and split into lines in C. Each chunk is hashed on a second
+    thread while its lines are turned into rows (hashlib releases the GIL), so the sha256 of the
+    bytes that were read costs no time on this one.
+
+    A piece of a file (`parallel.py`): `stream` positioned at a line's start, `limit` bytes to
+    read, `lines_before` lines ahead of it, and no sha256 (the whole file's is taken elsewhere).
+    """
     summary = MinuteFileSummary(minute_file)
     transformer = LineTransformer(minute_file, team_aliases)
     derive = transformer.rows
     write = sink.write
-    digest = hashlib.sha256()
-    hash_update = digest.update
     rows_by_table = summary.rows_by_table
     by_msg_type = summary.lines_by_msg_type
     first = last = None
-    line_no = nbytes = lines_with_rows = 0
-    for line in stream:
-        line_no += 1
-        nbytes += len(line)
-        hash_update(line)
-        try:
-            # orjson takes the line with its newline (trailing white space is valid JSON), so the
-            # usual line is parsed without a copy; blank and cut lines are sorted out on rejection.
-            out = derive(line_no, line[3:] if line_no == 1 and line[:3] == BOM else line)
-        except LineRejected as rejection:
-            terminated = line[-1:] == b"\n"
-            raw = line[:-1] if terminated else line
-            text = raw[3:] if line_no == 1 and raw[:3] == BOM else raw
-            reason, detail = rejection.reason, rejection.detail
-            if not text or text.isspace():
-                reason, detail = "blank_line", "the line is empty or only white space"
-            elif not terminated and reason in ("invalid_json", "invalid_utf8"):
-                reason, detail = "truncated_line", f"the last line has no newline and is incomplete ({detail})"
-            msg_type = transformer.msg_type
-            by_msg_type[msg_type or "unreadable"] += 1
-            summary.rejected += 1
-            summary.rejected_by_reason[reason] += 1
-            rows_by_table[schema.REJECTED] += 1
-            write(
-                schema.REJECTED,
-                orjson.dumps(rejected_row(minute_file, line_no, reason, detail, msg_type, raw), option=_DUMPS_OPTS),
-            )
-            continue
-        msg_type = transformer.msg_type
-        by_msg_type[msg_type] += 1
-        lines_with_rows += 1
-        time = transformer.time
-        if first is None or time < first:
-            first = time
-        if last is None or time > last:
-            last = time
-        for table, data, count in out:
-            rows_by_table[table] += count
-            write(table, data)
-        if transformer.metadata:
-            _check_envelope_facts(summary, transformer, line_no)
-    summary.lines = line_no
-    summary.bytes = nbytes
+    line_no, lines_with_rows = lines_before, 0
+    remaining = -1 if limit is None else limit
+    digest = hashlib.sha256()
+    carry = b""
+    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
+        hashing = None
+        while True:
+            chunk = stream.read(_CHUNK if remaining < 0 else min(_CHUNK, remaining))
+            remaining -= len(chunk)
+            if hashing is not None:
+                hashing.result()  # at most one chunk in flight: memory stays two chunks
+            if chunk:
+                if sha256:
+                    hashing = hasher.submit(digest.update, chunk)
+                summary.bytes += len(chunk)
+                lines = (carry + chunk if carry else chunk).split(b"\n")
+                carry = lines.pop()  # the part after the last newline, if any, goes with the next chunk
+                terminated = True
+            elif carry:
+                lines, carry, terminated = [carry], b"", False  # the file's last line has no newline
+            else:
+                break
+            for line in lines:
+                line_no += 1
+                try:
+                    out = derive(line_no, line[3:] if line_no == 1 and line[:3] == BOM else line)
+                except LineRejected as rejection:
+                    _reject(summary, transformer, sink, line_no, line, terminated, rejection)
+                    continue
+                by_msg_type[transformer.msg_type] += 1
+                lines_with_rows += 1
+                time = transformer.time
+                if first is None or time < first:
+                    first = time
+                if last is None or time > last:
+                    last = time
+                for table, data, count in out:
+                    rows_by_table[table] += count
+                    write(table, data)
+                codec_len = transformer.codec_len
+                if codec_len is not None:
+                    codec = transformer.codec
+                    if codec is not None and (len(codec) != 2 * codec_len + 2 or codec[:2] != "0x"):
+                        _codec_len_mismatch(summary, transformer, line_no)
+                if transformer.msg_type == "142":
+                    _check_preimage_hash(summary, transformer, line_no)
+    summary.lines = line_no - lines_before
     summary.lines_with_rows = lines_with_rows
     summary.first_time, summary.last_time = first, last
-    summary.sha256 = digest.hexdigest()
+    summary.sha256 = digest.hexdigest() if sha256 else ""
     return summary
 
 
-def _check_envelope_facts(summary: MinuteFileSummary, transformer: LineTransformer, line_no: int) -> None:
-    """Facts only the raw envelope holds: metadata `h` against the preimage hash, `codec_len` against
-    `codec_encoded`. The asset checks report them; the rows are kept either way."""
-    md = transformer.metadata
-    codec_len = md.get("codec_len")
+def _reject(summary: MinuteFileSummary, transformer: LineTransformer, sink: RowSink, line_no: int, raw: bytes,
+            terminated: bool, rejection: LineRejected) -> None:
+    reason, detail = rejection.reason, rejection.detail
+    text = raw[3:] if line_no == 1 and raw[:3] == BOM else raw
+    if not text or text.isspace():
+        reason, detail = "blank_line", "the line is empty or only white space"
+    elif not terminated and reason in ("invalid_json", "invalid_utf8"):
+        reason, detail = "truncated_line", f"the last line has no newline and is incomplete ({detail})"
+    msg_type = transformer.msg_type
+    summary.lines_by_msg_type[msg_type or "unreadable"] += 1
+    summary.rejected += 1
+    summary.rejected_by_reason[reason] += 1
+    summary.rows_by_table[schema.REJECTED] += 1
+    row = rejected_row(summary.minute_file, line_no, reason, detail, msg_type, raw)
+    sink.write(schema.REJECTED, orjson.dumps(row, option=_DUMPS_OPTS))
+
+
+# Facts only the raw envelope holds: metadata `codec_len` against `codec_encoded`, metadata `h`
+# against the preimage hash. The asset checks report them; the rows are kept either way.
+def _codec_len_mismatch(summary: MinuteFileSummary, transformer: LineTransformer, line_no: int) -> None:
     codec = transformer.codec
-    if codec_len is not None and codec is not None:
-        actual = (len(codec) - 2) // 2 if codec[:2] == "0x" else None
-        if not codec_len.isdigit() or actual != int(codec_len) or len(codec) % 2:
-            summary.codec_len_mismatches += 1
-            _sample(
-                summary.codec_len_samples,
-                {"minute_file": summary.minute_file, "line_no": line_no, "codec_len": codec_len, "codec_bytes": actual},
-            )
-    expected_hash = md.get("h")
-    if expected_hash is not None and transformer.msg_type == "142":
-        actual_hash = transformer.preimage_hash
-        if actual_hash != expected_hash.lower():
-            summary.preimage_hash_mismatches += 1
-            _sample(
-                summary.preimage_hash_samples,
-                {"minute_file": summary.minute_file, "line_no": line_no, "h": expected_hash, "preimage_hash": actual_hash},
-            )
+    actual = (len(codec) - 2) // 2 if codec[:2] == "0x" else None
+    summary.codec_len_mismatches += 1
+    _sample(summary.codec_len_samples, {"minute_file": summary.minute_file, "line_no": line_no,
+                                        "codec_len": transformer.metadata["codec_len"], "codec_bytes": actual})
+
+
+def _check_preimage_hash(summary: MinuteFileSummary, transformer: LineTransformer, line_no: int) -> None:
+    expected = transformer.metadata.get("h")
+    if expected is not None and transformer.preimage_hash != expected.lower():
+        summary.preimage_hash_mismatches += 1
+        _sample(summary.preimage_hash_samples, {"minute_file": summary.minute_file, "line_no": line_no,
+                                                "h": expected, "preimage_hash": transformer.preimage_hash})
 
 
 class ListSink:

@@ -16,8 +16,9 @@ from dagster._core.execution.context.metadata_logging import AssetMetadataHandle
 
 from ..core import schema
 from ..core.minute_files import locate
-from ..core.staging import JsonlStage, StagedTable, discard, sweep_stale
-from ..core.transform import MinuteFileSummary, transform_stream
+from ..core.parallel import MinuteFileJob, stage_minute_files
+from ..core.staging import StagedTable, discard, sweep_stale
+from ..core.transform import MinuteFileSummary
 from .checks import CHECK_SPECS, check_results
 from .partitions import backfill_policy, minute_files
 from .settings import JamSettings
@@ -133,25 +134,25 @@ def derive_minute_files(
     summaries: dict[str, MinuteFileSummary] = {}
     stage_root = settings.staging_dir(context.run_id)
     log_root = settings.log_root
-    started = last_report = time.monotonic()
-    for done, key in enumerate(keys, 1):
+    jobs = []
+    for key in keys:
         path = locate(log_root, key)
         if path is None:
-            context.log.warning(
-                f"minute file {key} is no longer under {log_root}; its outputs are left as they were"
-            )
+            context.log.warning(f"minute file {key} is no longer under {log_root}; its outputs are left as they were")
             continue
-        with path.open("rb") as stream, JsonlStage(stage_root / key, tables) as sink:
-            summary = transform_stream(stream, key, sink, settings.team_aliases)
-        files = sink.close()
+        jobs.append(MinuteFileJob(path, key, stage_root / key))
+    started = last_report = time.monotonic()
+    staging = stage_minute_files(jobs, tables, settings.team_aliases, settings.core_workers or None)
+    for done, (job, summary, files) in enumerate(staging, 1):
+        key = job.minute_file
+        summary.path = str(job.path)
         summaries[key] = summary
         for t in tables:
             staged[t].add(key, files[t], summary.rows_by_table.get(t, 0))
-        summary.path = str(path)
         now = time.monotonic()
-        if len(keys) > 1 and (now - last_report >= _PROGRESS_SECONDS or done == len(keys)):
+        if len(jobs) > 1 and (now - last_report >= _PROGRESS_SECONDS or done == len(jobs)):
             last_report = now
-            context.log.info(f"read {done}/{len(keys)} minute files ({done / len(keys):.0%}) in {now - started:.1f}s")
+            context.log.info(f"read {done}/{len(jobs)} minute files ({done / len(jobs):.0%}) in {now - started:.1f}s")
     return staged, summaries
 
 

@@ -42,6 +42,8 @@ class JamSettings(dg.ConfigurableResource):
     elapsed_bands: dict[str, ElapsedBandConfig] = {}
     time_tolerance_seconds: float = 60.0
     retention_days: float = 60.0
+    # Processes that read minute files; 0: one per core this process may use.
+    core_workers: int = 0
 
     def quality_bounds(self) -> QualityBounds:
         bands = {t: ElapsedBand(**b.model_dump()) for t, b in self.elapsed_bands.items()}
@@ -88,8 +90,18 @@ def _seconds(name: str, default: float) -> float:
     return value
 
 
+def _workers(name: str) -> int:
+    text = (os.environ.get(name) or "").strip()
+    if not text:
+        return 0
+    if not text.isdigit() or int(text) < 1:
+        raise SettingsError(f"{name}={text!r} must be a whole number of processes, at least 1")
+    return int(text)
+
+
 def settings_from_env() -> JamSettings:
-    """JAM_LOG_DIR, JAM_EXPORT_DIR, JAM_TEAM_ALIASES, JAM_GRACE_SECONDS, JAM_WATCH_SECONDS, with defaults.
+    """JAM_LOG_DIR, JAM_EXPORT_DIR, JAM_TEAM_ALIASES, JAM_GRACE_SECONDS, JAM_WATCH_SECONDS,
+    JAM_RETENTION_DAYS, JAM_CORE_WORKERS, with defaults.
 
     Paths are made absolute here, so the webserver, the daemon and run workers agree whatever
     folder each starts in.
@@ -102,4 +114,5 @@ def settings_from_env() -> JamSettings:
         grace_seconds=_seconds("JAM_GRACE_SECONDS", DEFAULT_GRACE_SECONDS),
         watch_seconds=_seconds("JAM_WATCH_SECONDS", DEFAULT_WATCH_SECONDS),
         retention_days=_seconds("JAM_RETENTION_DAYS", 60.0),
+        core_workers=_workers("JAM_CORE_WORKERS"),
     )
