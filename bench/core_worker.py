@@ -4,7 +4,8 @@
         -> prints JSON {seconds, bytes, lines, peak_rss_mb}
 
 `core` stages every table of the file as the asset does (jam_assets.core.parallel), with WORKERS
-processes (default: one per core); peak RSS is the largest of this process and its workers.
+processes (default: one per core). peak_rss_mb bounds the memory of the whole: this process's
+peak plus, for each worker, the largest worker's peak.
 """
 
 import json
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from jam_assets.core.parallel import MinuteFileJob, stage_minute_files
+from jam_assets.core.parallel import MinuteFileJob, default_workers, stage_minute_files
 
 
 def main() -> None:
@@ -35,7 +36,11 @@ def main() -> None:
                 dumps(loads(line))
                 lines += 1
     seconds = time.perf_counter() - start
-    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
+    pool = (workers or default_workers()) if mode == "core" else 1
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if pool > 1:
+        peak += pool * resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak /= 1024
     print(json.dumps({"seconds": seconds, "bytes": size, "lines": lines, "peak_rss_mb": peak}))
 
 

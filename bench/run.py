@@ -50,37 +50,43 @@ def make_file(profile, mb: int) -> Path:
     return path
 
 
-def worker(mode: str, path: Path) -> dict:
+def worker(mode: str, path: Path, workers: int | None = None) -> dict:
     out = OUT / "core-out"
     shutil.rmtree(out, ignore_errors=True)
-    done = subprocess.run([PY, str(ROOT / "bench" / "core_worker.py"), mode, str(path), str(out)],
-                          capture_output=True, text=True, check=True, cwd=ROOT)
+    args = [PY, str(ROOT / "bench" / "core_worker.py"), mode, str(path), str(out)] + ([str(workers)] if workers else [])
+    done = subprocess.run(args, capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(done.stdout)
 
 
-def core_vs_floor(profile, mb: int, label: str) -> dict:
+def best(mode: str, path: Path, workers: int | None = None, runs: int = 3) -> dict:
+    """The fastest of `runs`: this machine is shared, and noise only ever adds time."""
+    return min((worker(mode, path, workers) for _ in range(runs)), key=lambda r: r["seconds"])
+
+
+def core_vs_floor(profile, mb: int, label: str) -> None:
     path = make_file(profile, mb)
-    core = min((worker("core", path) for _ in range(2)), key=lambda r: r["seconds"])
-    floor = min((worker("floor", path) for _ in range(2)), key=lambda r: r["seconds"])
+    floor = best("floor", path)
+    one = best("core", path, workers=1)
+    core = best("core", path)  # one process per core, as the asset runs it
     size_mb = core["bytes"] / 1e6
-    ratio = core["seconds"] / floor["seconds"]
     target = "<= 2x" if profile is TOASTER else "<= 1.6x"
     record(f"core {label} ({size_mb:.0f} MB, {core['lines']:,} lines)",
-           f"{size_mb / core['seconds']:.0f} MB/s, {core['lines'] / core['seconds']:,.0f} lines/s; "
-           f"floor {size_mb / floor['seconds']:.0f} MB/s; ratio {ratio:.2f}x", target)
-    return core
+           f"{size_mb / core['seconds']:.0f} MB/s, {core['lines'] / core['seconds']:,.0f} lines/s on {os.cpu_count()} processes; "
+           f"floor {size_mb / floor['seconds']:.0f} MB/s; ratio {core['seconds'] / floor['seconds']:.2f}x "
+           f"(1 process: {size_mb / one['seconds']:.0f} MB/s, {one['seconds'] / floor['seconds']:.2f}x)", target)
 
 
 def memory_and_scaling(sizes: list[int]) -> None:
     results = []
     for mb in sizes:
-        core = min((worker("core", make_file(TOASTER, mb)) for _ in range(2)), key=lambda r: r["seconds"])
-        results.append((mb, core))
+        core = best("core", make_file(TOASTER, mb))
+        results.append(core)
         size = core["bytes"] / 1e6
         budget = 2 * core["bytes"] / 2**20 + 300
-        record(f"peak RSS, toaster {size:.0f} MB", f"{core['peak_rss_mb']:.0f} MB", f"<= {budget:.0f} MB (2x file + 300)")
-    per_mb = [r["seconds"] / (r["bytes"] / 1e6) for _, r in results]
-    record("time per MB at 1x / 2x / 4x", " / ".join(f"{1000 * t:.2f} ms" for t in per_mb),
+        record(f"peak RSS, toaster {size:.0f} MB", f"{core['peak_rss_mb']:.0f} MB (all processes)",
+               f"<= {budget:.0f} MB (2x file + 300)")
+    per_mb = [r["seconds"] / (r["bytes"] / 1e6) for r in results]
+    record("time per MB at 1x / 2x / 4x (best of 3)", " / ".join(f"{1000 * t:.2f} ms" for t in per_mb),
            f"4x/1x = {per_mb[-1] / per_mb[0]:.2f} (<= 1.2)")
 
 

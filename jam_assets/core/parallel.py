@@ -29,7 +29,7 @@ from . import schema
 from .staging import JsonlStage
 from .transform import MinuteFileSummary, transform_stream
 
-PIECE_BYTES = 64 << 20
+PIECE_BYTES = 8 << 20
 _SCAN = 8 << 20
 
 

@@ -13,8 +13,9 @@ import hashlib
 import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import IO, Any, Protocol
 
 import orjson
@@ -22,6 +23,8 @@ import orjson
 from . import schema
 from .envelope import (
     DEFAULT_TEAM_ALIASES,
+    JAM_EPOCH,
+    SLOT_SECONDS,
     INT64_MAX,
     INT64_MIN,
     UNKNOWN_TEAM,
@@ -29,7 +32,6 @@ from .envelope import (
     TimeParser,
     parse_metadata,
     preview,
-    slot_of,
 )
 from .payloads import HANDLERS, Row, Rows, Serialized
 
@@ -195,22 +197,8 @@ class LineTransformer:
             self._metadata[text] = cached
         return cached
 
-    def rows(self, line_no: int, text: bytes) -> list[tuple[str, bytes, int]]:
-        """(table, serialised rows, how many) for one line; raises LineRejected."""
-        self.msg_type = self.time = self.codec = self.codec_len = None
-        self.metadata = {}
-        try:
-            envelope = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            try:
-                text.decode("utf-8")
-            except UnicodeDecodeError as bad:
-                raise LineRejected("invalid_utf8", f"byte {bad.start} is not UTF-8") from None
-            raise LineRejected("invalid_json", str(exc)) from None
-        if type(envelope) is not dict:
-            raise LineRejected("not_an_object", f"the line is a JSON {type(envelope).__name__}, not an object")
-
-        msg_type = envelope.get("msg_type")
+    def _msg_type(self, msg_type: Any) -> str:
+        """The msg_type as HANDLERS keys it (a JSON number or zero-padded digits are accepted), or a rejection."""
         if msg_type is None:
             raise LineRejected("missing_field", "msg_type is missing")
         if type(msg_type) is int:
@@ -219,51 +207,76 @@ class LineTransformer:
             raise LineRejected("bad_value", f"msg_type must be a string of digits, got {preview(msg_type)}")
         elif msg_type[0] == "0" and len(msg_type) > 1:
             msg_type = str(int(msg_type))
-        self.msg_type = msg_type
-        handler = HANDLERS.get(msg_type)
-        if handler is None:
+        if msg_type not in HANDLERS:
+            self.msg_type = msg_type
             raise LineRejected("unknown_msg_type", f"msg_type {msg_type} is not one of {', '.join(sorted(HANDLERS, key=int))}")
+        return msg_type
 
-        raw_time = envelope.get("time")
-        if raw_time is None:
-            raise LineRejected("missing_field", "time is missing")
+    def rows(self, line_no: int, text: bytes | memoryview) -> list[tuple[str, bytes, int]]:
+        """(table, serialised rows, how many) for one line; raises LineRejected."""
+        self.msg_type = self.time = self.codec = self.codec_len = None
+        self.metadata = _NO_METADATA
+        try:
+            envelope = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            try:
+                bytes(text).decode("utf-8")
+            except UnicodeDecodeError as bad:
+                raise LineRejected("invalid_utf8", f"byte {bad.start} is not UTF-8") from None
+            raise LineRejected("invalid_json", str(exc)) from None
+        if type(envelope) is not dict:
+            raise LineRejected("not_an_object", f"the line is a JSON {type(envelope).__name__}, not an object")
+        # One C-level pass for the envelope's fields; the checks below run in FORMAT.md's order.
+        msg_type, raw_time, metadata, sender_id, elapsed, codec, payload = map(envelope.get, _ENVELOPE)
+
+        # The usual msg_type is a key of HANDLERS as it stands; anything else is normalised or rejected.
+        handler = HANDLERS.get(msg_type) if type(msg_type) is str else None
+        if handler is None:
+            msg_type = self._msg_type(msg_type)
+            handler = HANDLERS[msg_type]
+        self.msg_type = msg_type
+
         if type(raw_time) is not str:
+            if raw_time is None:
+                raise LineRejected("missing_field", "time is missing")
             raise LineRejected("bad_value", f"time must be a string, got {preview(raw_time)}")
         time, seconds = self.times.parse(raw_time)
         self.time = time
 
-        md, team, md_id, self.codec_len = self._envelope_metadata(envelope.get("metadata"))
+        cached = self._metadata.get(metadata) if type(metadata) is str else None
+        md, team, md_id, self.codec_len = cached or self._envelope_metadata(metadata)
         self.metadata = md
-        sender_id = envelope.get("sender_id")
         if sender_id is None:
             sender_id = md_id
         elif type(sender_id) is not str:
             raise LineRejected("bad_value", f"sender_id must be a string, got {preview(sender_id)}")
-        elapsed = envelope.get("elapsed")
         if elapsed is not None and (type(elapsed) is not int or not 0 <= elapsed <= INT64_MAX):
             raise LineRejected("bad_value", f"elapsed must be a whole, non-negative number of microseconds, got {preview(elapsed)}")
-        codec = envelope.get("codec_encoded")
         if codec is not None and type(codec) is not str:
             raise LineRejected("bad_value", f"codec_encoded must be a hex string, got {preview(codec)}")
         self.codec = codec
-        if "json_encoded" not in envelope:
+        if payload is None and "json_encoded" not in envelope:
             raise LineRejected("missing_field", "json_encoded is missing")
 
         common = {
             "minute_file": self.minute_file,
             "line_no": line_no,
             "time": time,
-            "slot": slot_of(seconds),
+            "slot": (seconds - JAM_EPOCH) // SLOT_SECONDS,
             "team": team,
             "sender_id": sender_id,
             "elapsed": elapsed,
         }
-        rows = handler(common, envelope["json_encoded"], md, codec)
+        rows = handler(common, payload, md, codec)
         if not rows:
             raise LineRejected("empty_payload", f"msg_type {msg_type} payload gave no rows (all record lists empty)")
         if msg_type == "142":
             self.preimage_hash = rows[0][1]["preimage_hash"]
         return serialise(rows, self.types)
+
+
+_ENVELOPE = ("msg_type", "time", "metadata", "sender_id", "elapsed", "codec_encoded", "json_encoded")
+_NO_METADATA: Mapping[str, str] = MappingProxyType({})
 
 
 def rejected_row(minute_file: str, line_no: int, reason: str, detail: str, msg_type: str | None, raw: bytes) -> Row:
@@ -297,6 +310,45 @@ def _sample(samples: list[dict], item: dict) -> None:
 _CHUNK = 8 << 20
 
 
+def _lines(stream: IO[bytes], limit: int | None, summary: MinuteFileSummary, digest) -> Iterator[tuple[bytes | memoryview, bool]]:
+    """(line without its newline, whether it had one) for each line of the stream.
+
+    The stream is read in large chunks. A line is a view into its chunk, found with one C-level
+    search and never copied (orjson parses views); only a line that spans two chunks is joined.
+    Each chunk is hashed on a second thread meanwhile (hashlib releases the GIL), so the sha256 of
+    the bytes read costs this thread nothing.
+    """
+    remaining = -1 if limit is None else limit
+    carry = b""
+    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
+        hashing = None
+        while chunk := stream.read(_CHUNK if remaining < 0 else min(_CHUNK, remaining)):
+            remaining -= len(chunk)
+            if hashing is not None:
+                hashing.result()  # one chunk in flight at most: memory stays two chunks
+            if digest is not None:
+                hashing = hasher.submit(digest.update, chunk)
+            summary.bytes += len(chunk)
+            find = chunk.find
+            start = 0
+            if carry:
+                end = find(b"\n")
+                if end < 0:
+                    carry += chunk
+                    continue
+                yield carry + chunk[:end], True
+                start, carry = end + 1, b""
+            view = memoryview(chunk)
+            while (end := find(b"\n", start)) >= 0:
+                yield view[start:end], True
+                start = end + 1
+            carry = chunk[start:]
+        if hashing is not None:
+            hashing.result()
+    if carry:
+        yield carry, False  # the file's last line has no newline
+
+
 def transform_stream(
     stream: IO[bytes],
     minute_file: str,
@@ -309,10 +361,6 @@ def transform_stream(
 ) -> MinuteFileSummary:
     """One pass over a minute file: rows to `sink`; the file's size, lines, sha256 and the rest to the summary.
 
-    The file is read in large chunks and split into lines in C. Each chunk is hashed on a second
-    thread while its lines are turned into rows (hashlib releases the GIL), so the sha256 of the
-    bytes that were read costs no time on this one.
-
     A piece of a file (`parallel.py`): `stream` positioned at a line's start, `limit` bytes to
     read, `lines_before` lines ahead of it, and no sha256 (the whole file's is taken elsewhere).
     """
@@ -324,55 +372,35 @@ def transform_stream(
     by_msg_type = summary.lines_by_msg_type
     first = last = None
     line_no, lines_with_rows = lines_before, 0
-    remaining = -1 if limit is None else limit
-    digest = hashlib.sha256()
-    carry = b""
-    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
-        hashing = None
-        while True:
-            chunk = stream.read(_CHUNK if remaining < 0 else min(_CHUNK, remaining))
-            remaining -= len(chunk)
-            if hashing is not None:
-                hashing.result()  # at most one chunk in flight: memory stays two chunks
-            if chunk:
-                if sha256:
-                    hashing = hasher.submit(digest.update, chunk)
-                summary.bytes += len(chunk)
-                lines = (carry + chunk if carry else chunk).split(b"\n")
-                carry = lines.pop()  # the part after the last newline, if any, goes with the next chunk
-                terminated = True
-            elif carry:
-                lines, carry, terminated = [carry], b"", False  # the file's last line has no newline
-            else:
-                break
-            for line in lines:
-                line_no += 1
-                try:
-                    out = derive(line_no, line[3:] if line_no == 1 and line[:3] == BOM else line)
-                except LineRejected as rejection:
-                    _reject(summary, transformer, sink, line_no, line, terminated, rejection)
-                    continue
-                by_msg_type[transformer.msg_type] += 1
-                lines_with_rows += 1
-                time = transformer.time
-                if first is None or time < first:
-                    first = time
-                if last is None or time > last:
-                    last = time
-                for table, data, count in out:
-                    rows_by_table[table] += count
-                    write(table, data)
-                codec_len = transformer.codec_len
-                if codec_len is not None:
-                    codec = transformer.codec
-                    if codec is not None and (len(codec) != 2 * codec_len + 2 or codec[:2] != "0x"):
-                        _codec_len_mismatch(summary, transformer, line_no)
-                if transformer.msg_type == "142":
-                    _check_preimage_hash(summary, transformer, line_no)
+    digest = hashlib.sha256() if sha256 else None
+    for line, terminated in _lines(stream, limit, summary, digest):
+        line_no += 1
+        try:
+            out = derive(line_no, line[3:] if line_no == 1 and line[:3] == BOM else line)
+        except LineRejected as rejection:
+            _reject(summary, transformer, sink, line_no, bytes(line), terminated, rejection)
+            continue
+        by_msg_type[transformer.msg_type] += 1
+        lines_with_rows += 1
+        time = transformer.time
+        if first is None or time < first:
+            first = time
+        if last is None or time > last:
+            last = time
+        for table, data, count in out:
+            rows_by_table[table] += count
+            write(table, data)
+        codec_len = transformer.codec_len
+        if codec_len is not None:
+            codec = transformer.codec
+            if codec is not None and (len(codec) != 2 * codec_len + 2 or codec[:2] != "0x"):
+                _codec_len_mismatch(summary, transformer, line_no)
+        if transformer.msg_type == "142":
+            _check_preimage_hash(summary, transformer, line_no)
     summary.lines = line_no - lines_before
     summary.lines_with_rows = lines_with_rows
     summary.first_time, summary.last_time = first, last
-    summary.sha256 = digest.hexdigest() if sha256 else ""
+    summary.sha256 = digest.hexdigest() if digest is not None else ""
     return summary
 
 
