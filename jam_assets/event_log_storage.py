@@ -17,16 +17,20 @@ Configured in dagster.yaml:
       class: BatchedSqliteEventLogStorage
 
 With no `base_dir` it uses `$DAGSTER_HOME/history/runs`, where the stock storage keeps the same
-databases, so an instance can switch between the two and keep its history.
+databases, so an instance can switch between the two and keep its history. (Dagster passes a
+storage class its configuration only, not the instance's folder: hence DAGSTER_HOME, and
+`instance_at` for code that opens an instance by its folder.)
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from dagster import DagsterEventType, Field, StringSource
+from dagster import DagsterEventType, DagsterInstance, Field, StringSource
 from dagster._core.errors import DagsterInvariantViolationError
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
@@ -44,6 +48,21 @@ def default_base_dir() -> str:
             "set it, or use `make dev` / `make run`, which set it to ./.dagster_home"
         )
     return os.path.join(home, "history", "runs")
+
+
+@contextmanager
+def instance_at(home: Path) -> Iterator[DagsterInstance]:
+    """The Dagster instance kept in `home`, opened as a process with DAGSTER_HOME=home opens it."""
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        with DagsterInstance.get() as instance:
+            yield instance
+    finally:
+        if previous is None:
+            del os.environ["DAGSTER_HOME"]
+        else:
+            os.environ["DAGSTER_HOME"] = previous
 
 
 class BatchedSqliteEventLogStorage(SqliteEventLogStorage):

@@ -16,11 +16,11 @@ import duckdb
 import orjson
 import pytest
 import requests
-from dagster._core.instance.ref import InstanceRef
 from dagster_graphql import DagsterGraphQLClient
 from dagster_graphql.client.query import LAUNCH_PARTITION_BACKFILL_MUTATION
 
 from jam_assets.core import schema
+from jam_assets.event_log_storage import instance_at
 
 from .helpers import PROJECT, sample_json
 
@@ -95,12 +95,12 @@ def _up(port: int) -> bool:
 
 
 def materialized(home: Path, keys: set[str]) -> bool:
-    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+    with instance_at(home) as instance:
         return all(keys <= instance.get_materialized_partitions(dg.AssetKey(t)) for t in ("raw_log", *schema.ALL_TABLES))
 
 
 def runs(home: Path) -> list:
-    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+    with instance_at(home) as instance:
         return list(instance.get_runs())
 
 
