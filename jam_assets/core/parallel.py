@@ -66,7 +66,7 @@ def stage_minute_files(
     tables = tuple(tables)
     workers = default_workers() if workers is None else workers
     pieces = [_cut(job, workers) for job in jobs]
-    if workers == 1:
+    if workers == 1 or len(pieces) == 1 and len(pieces[0]) == 1:  # nothing to share: no processes to start
         for job in jobs:
             yield job, _stage_piece(_Piece(job, 0, 0, -1, True), tables, team_aliases), _tables_in(job.directory, tables)
         return
