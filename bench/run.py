@@ -20,6 +20,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -146,21 +148,68 @@ def sensor_tick(files: int) -> None:
            f"first tick {cold:.1f} s ({len(first.new)} registered, {first.deferred:,} left for later ticks)")
 
 
-def live_latency(wait_for_real_minute: bool) -> None:
-    import duckdb  # noqa: F401  (import cost out of the timed part)
+@contextmanager
+def dagster_dev(base: Path, logs: Path, port: int) -> Iterator[Path]:
+    """`dagster dev` over `logs` with a fresh instance under `base`, its sensor running; yields DAGSTER_HOME."""
+    home = base / "home"
+    env = run_env(home, logs, base / "exports")
+    proc = subprocess.Popen([str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+                            env=env, cwd=ROOT, stdout=(base / "dagster-dev.log").open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        yield home
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wait_materialized(home: Path, keys: list[str], tables: tuple[str, ...], timeout: float) -> bool:
     import dagster as dg
 
     from jam_assets.event_log_storage import instance_at
 
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            with instance_at(home) as inst:
+                if all(set(keys) <= inst.get_materialized_partitions(dg.AssetKey(t)) for t in tables):
+                    return True
+        except Exception:  # the instance may not exist yet
+            continue
+    return False
+
+
+def daemon_day(minutes: int) -> None:
+    """The day of dagster_day again, as the daemon does it: `dagster dev` starts, the sensor's first
+    tick registers every closed file and requests one run over all of them."""
+    from jam_assets.core import schema
+
+    base = OUT / "daemon-day"
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    logs = OUT / "day" / "logs"
+    keys = [(START + timedelta(minutes=i)).strftime("%Y/%m/%d/%H%M") for i in range(minutes)]
+    start = time.monotonic()
+    with dagster_dev(base, logs, 3196) as home:
+        done = wait_materialized(home, keys, ("raw_log", *schema.ALL_TABLES), 600)
+    took = time.monotonic() - start
+    record(f"{minutes} minute files through the daemon (sensor -> one run)",
+           f"{took:.1f} s from `dagster dev` start to every table" + ("" if done else " (timed out)"),
+           "<= 60 s for 1,440" if minutes == 1440 else "(full run: 1,440 files)")
+
+
+def live_latency(wait_for_real_minute: bool) -> None:
+    import duckdb  # noqa: F401  (import cost out of the timed part)
+
     base = OUT / "live"
     shutil.rmtree(base, ignore_errors=True)
-    logs, home = base / "logs", base / "home"
+    logs = base / "logs"
     logs.mkdir(parents=True)
-    env = run_env(home, logs, base / "exports")
-    proc = subprocess.Popen([str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", "3197"],
-                            env=env, cwd=ROOT, stdout=(base / "dagster-dev.log").open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
+    with dagster_dev(base, logs, 3197) as home:
         gen = Generator(TINY, seed=9)
         now = datetime.now(timezone.utc)
         if wait_for_real_minute:
@@ -173,25 +222,10 @@ def live_latency(wait_for_real_minute: bool) -> None:
             gen.write_minute(logs, minute)  # already closed: latency counts from the drop
             closed = datetime.now(timezone.utc)
         key = minute.strftime("%Y/%m/%d/%H%M")
-        tables = ["raw_log", "blocks", "validatorstatistics", "corestatistics", "rejected_lines"]
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            try:
-                with instance_at(home) as inst:
-                    if all(key in inst.get_materialized_partitions(dg.AssetKey(t)) for t in tables):
-                        break
-            except Exception:  # the instance may not exist yet
-                continue
+        wait_materialized(home, [key], ("raw_log", "blocks", "validatorstatistics", "corestatistics", "rejected_lines"), 300)
         latency = (datetime.now(timezone.utc) - closed).total_seconds()
         how = "from minute end + grace" if wait_for_real_minute else "from dropping an already-closed file"
         record(f"live latency ({how})", f"{latency:.0f} s to every table, under dagster dev", "<= 45 s")
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def main() -> None:
@@ -204,6 +238,7 @@ def main() -> None:
         core_vs_floor(TINY, 16, "tiny")
         memory_and_scaling([8, 16, 32])
         dagster_day(60, 2)
+        daemon_day(60)
         sensor_tick(10_000)
         live_latency(wait_for_real_minute=False)
     else:
@@ -211,6 +246,7 @@ def main() -> None:
         core_vs_floor(TINY, 128, "tiny")
         memory_and_scaling([128, 256, 512])
         dagster_day(1440, 20)
+        daemon_day(1440)
         sensor_tick(100_000)
         live_latency(wait_for_real_minute=True)
     width = max(len(r[0]) for r in rows)
