@@ -4,10 +4,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
-# Range runs write their per-partition materialization events in batches (see bench/RESULTS.md),
-# and log one "planned" event per asset rather than one per minute file, for UI backfills too.
-export DAGSTER_EVENT_BATCH_SIZE ?= 1000
-export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ?= true
 
 .PHONY: setup run test dev home bench bench-quick clean
 

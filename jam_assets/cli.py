@@ -67,12 +67,6 @@ def run(settings: JamSettings, include_open: bool = False) -> int:
     from .defs.resources import resources_for
 
     home = ensure_dagster_home()
-    # A range run logs one "planned" event per partition and asset unless told to log the subset once;
-    # over a day of minutes that is 18,000 events of Dagster storage writes saved. (A failed run then
-    # shows as failed, but does not mark each of its partitions failed.)
-    os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
-    # And write a range output's per-partition materialization events in batches, not one by one.
-    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
     root = settings.log_root
     if not root.is_dir():
         raise CliError(f"JAM_LOG_DIR {root} is not a folder")

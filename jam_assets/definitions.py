@@ -10,6 +10,12 @@ from .defs.jobs import minute_tables_job
 from .defs.resources import deployment_name, resources_for
 from .defs.retention import prune_minute_partitions_job, retention_schedule
 from .defs.sensors import minute_file_sensor
+from .event_log_storage import batch_event_writes
+
+# Every process that runs this code location's steps (jam-etl, a run launched by the daemon or the
+# UI, `dagster asset materialize`) imports this module first: range runs then write their events
+# in batches however they were started.
+batch_event_writes()
 
 
 def build_defs(resources: dict[str, object] | None = None) -> dg.Definitions:
@@ -22,6 +28,9 @@ def build_defs(resources: dict[str, object] | None = None) -> dg.Definitions:
         schedules.append(dune_schedule(running=production))
     return dg.Definitions(
         assets=[minute_file_tables],
+        # Every job here is one step: a process of its own for it would only add its start-up
+        # (seconds per run, the larger part of a sensor run's latency).
+        executor=dg.in_process_executor,
         jobs=jobs,
         sensors=[minute_file_sensor],
         schedules=schedules,

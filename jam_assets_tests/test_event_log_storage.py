@@ -41,6 +41,10 @@ def single_materializations(monkeypatch):
     return seen
 
 
+def planned_events(instance, run_id) -> int:
+    return len(instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records)
+
+
 def materialize_twice(instance, resources) -> tuple[str, str]:
     instance.add_dynamic_partitions(minute_files.name, KEYS)
     run_ids = []
@@ -81,18 +85,24 @@ def recorded(instance, run_ids) -> dict:
     return out
 
 
-def test_a_range_run_records_the_same_events_as_dagsters_storage_in_batches(settings, resources, logs, single_materializations):
+def test_a_range_run_records_the_same_events_as_dagsters_storage_in_batches(settings, resources, logs, single_materializations,
+                                                                             monkeypatch):
+    monkeypatch.delenv("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", raising=False)
     with dg.instance_for_test() as stock:
         assert type(stock.event_log_storage) is SqliteEventLogStorage
-        expected = recorded(stock, materialize_twice(stock, resources))
-        # Dagster's storage writes each of a batch's events on its own.
+        runs = materialize_twice(stock, resources)
+        expected = recorded(stock, runs)
+        # Dagster's storage writes each of a batch's events on its own, and plans each minute file.
         assert len(single_materializations) == 2 * 13 * len(KEYS)
+        assert planned_events(stock, runs[0]) == 13 * len(KEYS)
 
     single_materializations.clear()
     with dg.instance_for_test(overrides=BATCHED) as batched:
         assert type(batched.event_log_storage) is BatchedSqliteEventLogStorage
-        actual = recorded(batched, materialize_twice(batched, resources))
+        runs = materialize_twice(batched, resources)
+        actual = recorded(batched, runs)
         assert single_materializations == []
+        assert planned_events(batched, runs[0]) == 13  # one per asset, for the whole range
 
     assert actual == expected
     assert expected["raw_log"]["partitions"] == KEYS
