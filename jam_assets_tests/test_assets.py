@@ -70,7 +70,17 @@ def test_one_partition_then_a_range_in_one_run(settings, resources, logs):
 
         ranged = run(instance, resources, tags={RANGE[0]: KEYS[0], RANGE[1]: KEYS[2]})
         assert len(instance.get_runs()) == 2
-        assert sorted(raw_log_events(ranged)) == KEYS
+        raw = raw_log_events(ranged)
+        assert sorted(raw) == KEYS
+        # Each minute file's own figures, in a range run too (add_partition_metadata).
+        for key in KEYS:
+            data = (logs / f"{key}.log").read_bytes()
+            assert (raw[key]["bytes"], raw[key]["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+        rows = {(e.asset_key.path[-1], e.partition): e.materialization.metadata["dagster/row_count"].value
+                for e in ranged.get_asset_materialization_events() if e.asset_key.path[-1] != "raw_log"}
+        assert [rows["rejected_lines", k] for k in KEYS] == [1, 0, 0]
+        assert [rows["tickets", k] for k in KEYS] == [1, 0, 0]
+        assert len(rows) == 12 * len(KEYS)
         checks = ranged.get_asset_check_evaluations()
         assert len(checks) == 36 and all(c.passed for c in checks if c.check_name != "time_in_window")
         assert {c.asset_key.path[-1] for c in checks if not c.passed} == {"tickets", "workpackages", "segments", "services", "assurances"}
