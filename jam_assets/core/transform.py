@@ -1,7 +1,7 @@
 """A minute file -> rows of every table, `rejected_lines`, and a summary of what was seen.
 
-The file is read once, as a stream: each line's rows are serialised and handed to a sink as soon
-as they are made, so memory holds one line and its rows, never the file. Every line ends up
+The file is read once, as a stream of 8 MB chunks: each line's rows are serialised and handed to a
+sink as soon as they are made, so memory holds two chunks and one line's rows, never the file. Every line ends up
 either in at least one table or in `rejected_lines` (FORMAT.md 4.3); one bad line never stops
 the file.
 """
