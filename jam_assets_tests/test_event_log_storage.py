@@ -1,5 +1,8 @@
 """BatchedSqliteEventLogStorage against Dagster's own SQLite event log: the same records, batched writes."""
 
+import os
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -122,3 +125,14 @@ def test_an_explicit_base_dir_is_used(tmp_path):
     storage = BatchedSqliteEventLogStorage.from_config_value(None, {"base_dir": str(tmp_path / "runs")})
     assert (tmp_path / "runs" / "index.db").exists()
     storage.dispose()
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "1000"), ("7", "7")])
+def test_the_code_location_turns_event_batching_on_unless_told_otherwise(given, expected):
+    """Every process that runs the steps imports the code location, whoever launched the run."""
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_EVENT_BATCH_SIZE"}
+    if given is not None:
+        env["DAGSTER_EVENT_BATCH_SIZE"] = given
+    code = "import os, jam_assets.definitions; print(os.environ['DAGSTER_EVENT_BATCH_SIZE'])"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout == f"{expected}\n"
