@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import sys
 from collections import defaultdict
@@ -23,15 +24,24 @@ class CliError(Exception):
     pass
 
 
-def ensure_dagster_home() -> Path:
-    """DAGSTER_HOME, defaulting to ./.dagster_home, with the project's dagster.yaml in it."""
+def open_instance():
+    """The Dagster instance in DAGSTER_HOME (default ./.dagster_home, with the project's dagster.yaml).
+
+    Setting up a new home is done by one process at a time: Dagster's SQLite storages create their
+    tables without guarding against a second process doing the same, so two `jam-etl run`s started
+    together on a fresh home would otherwise fail with "table ... already exists".
+    """
+    import dagster as dg
+
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home"))).resolve()
     os.environ["DAGSTER_HOME"] = str(home)
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.symlink_to(PROJECT_ROOT / "dagster.yaml")
-    return home
+    with (home / ".jam-etl.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        config = home / "dagster.yaml"
+        if not config.exists():
+            config.symlink_to(PROJECT_ROOT / "dagster.yaml")
+        return home, dg.DagsterInstance.get()
 
 
 def contiguous_ranges(ordered_keys: list[str], wanted: set[str]) -> list[tuple[str, str]]:
@@ -66,7 +76,7 @@ def run(settings: JamSettings, include_open: bool = False) -> int:
     from .defs.partitions import minute_files, range_tags
     from .defs.resources import resources_for
 
-    home = ensure_dagster_home()
+    home, instance = open_instance()
     root = settings.log_root
     if not root.is_dir():
         raise CliError(f"JAM_LOG_DIR {root} is not a folder")
@@ -79,7 +89,6 @@ def run(settings: JamSettings, include_open: bool = False) -> int:
         raise CliError(f"no closed minute files (YYYY/MM/DD/HHMM.log or HHMM.log) under {root}")
     keys = [f.key for f in files]
 
-    instance = dg.DagsterInstance.get()
     registered = set(instance.get_dynamic_partitions(minute_files.name))
     new_keys = [k for k in keys if k not in registered]
     if new_keys:
