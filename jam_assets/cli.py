@@ -70,8 +70,6 @@ def _human_bytes(n: float) -> str:
 
 
 def run(settings: JamSettings, include_open: bool = False) -> int:
-    import dagster as dg
-
     from .definitions import build_defs
     from .defs.partitions import minute_files, range_tags
     from .defs.resources import resources_for
