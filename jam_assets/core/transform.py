@@ -1,9 +1,9 @@
 """A minute file -> rows of every table, `rejected_lines`, and a summary of what was seen.
 
-The file is read once, as a stream of 8 MB chunks: each line's rows are serialised and handed to a
-sink as soon as they are made, so memory holds two chunks and one line's rows, never the file. Every line ends up
-either in at least one table or in `rejected_lines` (FORMAT.md 4.3); one bad line never stops
-the file.
+The file is read once, as a stream of 8 MB chunks: each line's rows are serialised and handed to
+a sink as soon as they are made, so memory holds two chunks and one line's rows, never the file.
+Every line ends up either in at least one table or in `rejected_lines` (FORMAT.md 4.3); one bad
+line never stops the file.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import base64
 import hashlib
 import re
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import IO, Any, Protocol
@@ -23,10 +23,10 @@ import orjson
 from . import schema
 from .envelope import (
     DEFAULT_TEAM_ALIASES,
-    JAM_EPOCH,
-    SLOT_SECONDS,
     INT64_MAX,
     INT64_MIN,
+    JAM_EPOCH,
+    SLOT_SECONDS,
     UNKNOWN_TEAM,
     LineRejected,
     TimeParser,
