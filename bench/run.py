@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
 from jam_assets.core.generator import TINY, TOASTER, Generator, write_minutes  # noqa: E402
+from jam_assets.devserver import dagster_dev as dev_server  # noqa: E402
 
 START = datetime(2025, 4, 23, 6, 0, tzinfo=timezone.utc)
 rows: list[tuple[str, str, str]] = []
@@ -152,18 +152,8 @@ def sensor_tick(files: int) -> None:
 def dagster_dev(base: Path, logs: Path, port: int) -> Iterator[Path]:
     """`dagster dev` over `logs` with a fresh instance under `base`, its sensor running; yields DAGSTER_HOME."""
     home = base / "home"
-    env = run_env(home, logs, base / "exports")
-    proc = subprocess.Popen([str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                            env=env, cwd=ROOT, stdout=(base / "dagster-dev.log").open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
+    with dev_server(run_env(home, logs, base / "exports"), port, base / "dagster-dev.log"):
         yield home
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def wait_materialized(home: Path, keys: list[str], tables: tuple[str, ...], timeout: float) -> bool:

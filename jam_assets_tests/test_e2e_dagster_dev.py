@@ -3,10 +3,7 @@ a partition backfill is launched through GraphQL as the UI does, a sensor re-run
 same partition, and every output is exact: no DuckDB lock error, no lost or duplicated row."""
 
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,6 +17,7 @@ from dagster_graphql import DagsterGraphQLClient
 from dagster_graphql.client.query import LAUNCH_PARTITION_BACKFILL_MUTATION
 
 from jam_assets.core import schema
+from jam_assets.devserver import dagster_dev as dev_server
 from jam_assets.event_log_storage import instance_at
 
 from .helpers import PROJECT, sample_json
@@ -68,23 +66,9 @@ def dagster_dev(tmp_path):
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "JAM_LOG_DIR": str(logs), "JAM_EXPORT_DIR": str(exports),
            "JAM_GRACE_SECONDS": "1"}
-    log = (tmp_path / "dagster-dev.log").open("wb")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
+    with dev_server(env, port, tmp_path / "dagster-dev.log") as proc:
         wait_for("the webserver", lambda: _up(port), 120, proc)
         yield {"port": port, "home": home, "logs": logs, "exports": exports, "proc": proc, "log": tmp_path / "dagster-dev.log"}
-    finally:
-        # dagster dev ignores a lone SIGINT for a while; end its whole process group.
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
 
 
 def _up(port: int) -> bool:

@@ -65,7 +65,7 @@ def stage_minute_files(
     """Stage every job; yield each job's summary and staged files, in the order of `jobs`."""
     tables = tuple(tables)
     workers = default_workers() if workers is None else workers
-    pieces = [_cut(job, workers) for job in jobs]
+    pieces = [_cut(job, workers) for job in jobs] if workers > 1 else []
     if workers == 1 or len(pieces) == 1 and len(pieces[0]) == 1:  # nothing to share: no processes to start
         for job in jobs:
             yield job, _stage_piece(_Piece(job, 0, 0, -1, True), tables, team_aliases), _tables_in(job.directory, tables)

@@ -187,6 +187,19 @@ def _pieces(data: bytes, close: bytes) -> list[bytes]:
     return data[2 : -len(close) - 1].split(close + b",{")
 
 
+_LIST_KEYS = tuple(b'"' + k.encode() + b'":' for k in _STATS_KEYS)
+
+
+def _lists(data: bytes) -> list[bytes]:
+    """The JSON of each record list of a checked payload, `{"vals_current":[…],…,"services":[…]}`."""
+    starts, at = [], 0
+    for key in _LIST_KEYS:
+        at = data.index(key, at)
+        starts.append(at)
+    ends = [s - 1 for s in starts[1:]] + [len(data) - 1]  # before the next key's comma, or the closing brace
+    return [data[start + len(key) : end] for key, start, end in zip(_LIST_KEYS, starts, ends)]
+
+
 def _statistics_fast(head: bytes, p: dict) -> Rows | None:
     """All statistics rows as JSONL, or None when the payload is not plain (the general path then
     checks each value and says what is wrong).
@@ -208,22 +221,20 @@ def _statistics_fast(head: bytes, p: dict) -> Rows | None:
     if b"a0" in data.translate(_CLASSES):
         return None
     n_validators, _, n_cores, n_services = counts
-    last_at = data.index(b',"vals_last":')
-    cores_at = data.index(b',"cores":', last_at)
-    services_at = data.index(b',"services":', cores_at)
+    cur, prev, core_list, service_list = _lists(data)
     out: Rows = []
     if n_validators:
-        cur = data[16:last_at].replace(b'{"', b'{"current_').replace(b',"', b',"current_')
-        prev = data[last_at + 13 : cores_at].replace(b'{"', b'{"last_').replace(b',"', b',"last_')
+        cur = cur.replace(b'{"', b'{"current_').replace(b',"', b',"current_')
+        prev = prev.replace(b'{"', b'{"last_').replace(b',"', b',"last_')
         rows = map(b"".join, zip(repeat(head + b'"validator_id":'), _index(n_validators), _pieces(cur, b"}"),
                                  repeat(b","), _pieces(prev, b"}"), repeat(b"}\n")))
         out.append(("validatorstatistics", Serialized(b"".join(rows), n_validators)))
     if n_cores:
-        rows = map(b"".join, zip(repeat(head + b'"core":'), _index(n_cores), _pieces(data[cores_at + 9 : services_at], b"}"),
+        rows = map(b"".join, zip(repeat(head + b'"core":'), _index(n_cores), _pieces(core_list, b"}"),
                                  repeat(b"}\n")))
         out.append(("corestatistics", Serialized(b"".join(rows), n_cores)))
     if n_services:
-        services = data[services_at + 12 : -1].replace(b'{"id":', b'{"service_id":').replace(b',"record":{', b",")
+        services = service_list.replace(b'{"id":', b'{"service_id":').replace(b',"record":{', b",")
         rows = map(b"".join, zip(repeat(head), _pieces(services, b"}}"), repeat(b"}\n")))
         out.append(("servicestatistics", Serialized(b"".join(rows), n_services)))
     return out
