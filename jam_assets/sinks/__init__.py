@@ -1,0 +1,1 @@
+"""Dagster-free clients for the places tables go: DuckDB, BigQuery, Dune."""
