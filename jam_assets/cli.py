@@ -74,6 +74,7 @@ def run(settings: JamSettings, include_open: bool = False) -> int:
     from .defs.partitions import minute_files, range_tags
     from .defs.resources import resources_for
 
+    configured, settings = settings, settings.process_config_and_initialize()
     home, instance = open_instance()
     root = settings.log_root
     if not root.is_dir():
@@ -96,7 +97,7 @@ def run(settings: JamSettings, include_open: bool = False) -> int:
     print(f"jam-etl run: {len(keys)} minute files under {root} ({len(new_keys)} newly registered)", flush=True)
     if open_files and not include_open:
         print(f"  skipping {len(open_files)} minute file(s) whose minute is not over yet: {', '.join(f.key for f in open_files)}")
-    defs = build_defs(resources_for(settings=settings))
+    defs = build_defs(resources_for(settings=configured))
     job = defs.resolve_job_def("minute_tables_job")
     results = []
     for start, end in ranges:
@@ -175,10 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     sql_p.add_argument("query")
     args = parser.parse_args(argv)
     try:
-        settings = settings_from_env()
+        from .defs.resources import deployment_name
+
+        settings = settings_from_env(production=deployment_name() == "production")
         if args.command == "run":
             return run(settings, include_open=args.include_open)
-        return sql(settings, args.query)
+        return sql(settings.process_config_and_initialize(), args.query)
     except (CliError, SettingsError) as exc:
         print(f"jam-etl: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from jam_assets.core import schema
 from .helpers import derive, nonempty, sample_json, sample_line
 
 MF = "2025/04/23/0600"
+MS = "2025-04-23T06:00:00.000000Z"  # minute_start: from the key, whatever the line's time
 
 
 def only_rows(msg_type: str) -> dict[str, list[dict]]:
@@ -29,6 +30,7 @@ def test_block_128_real():
         "blocks": [
             {
                 "minute_file": MF,
+                "minute_start": MS,
                 "line_no": 1,
                 "time": "2025-04-23T06:00:06.285625Z",
                 "slot": 1609201,
@@ -58,6 +60,7 @@ def test_block_128_real():
 def test_statistics_13_real():
     common = {
         "minute_file": MF,
+        "minute_start": MS,
         "line_no": 1,
         "time": "2025-04-23T06:00:06.285747Z",
         "slot": 1609201,
@@ -106,7 +109,7 @@ def test_statistics_service_rows():
     line["json_encoded"]["services"] = [{"id": 3073449728, "record": record}]
     rows, _ = derive(orjson.dumps(line) + b"\n", MF)
     assert rows["servicestatistics"] == [
-        {"minute_file": MF, "line_no": 1, "time": "2025-04-23T06:00:06.285747Z", "slot": 1609201, "team": "Jam-Duna",
+        {"minute_file": MF, "minute_start": MS, "line_no": 1, "time": "2025-04-23T06:00:06.285747Z", "slot": 1609201, "team": "Jam-Duna",
          "sender_id": None, "elapsed": None, "service_id": 3073449728, **record}
     ]
 
@@ -117,6 +120,7 @@ def test_work_report_255_real():
         "workreports": [
             {
                 "minute_file": MF,
+                "minute_start": MS,
                 "line_no": 1,
                 "time": "2025-04-23T09:56:37.181977Z",
                 "slot": 1611566,
@@ -162,6 +166,7 @@ def test_preimage_142_real_hash_is_blake2b_256():
         "preimages": [
             {
                 "minute_file": MF,
+                "minute_start": MS,
                 "line_no": 1,
                 "time": "2025-04-23T09:56:06.346233Z",
                 "slot": 1611561,
@@ -185,6 +190,7 @@ def test_ticket_131_reconstructed():
         "tickets": [
             {
                 "minute_file": MF,
+                "minute_start": MS,
                 "line_no": 1,
                 "time": "2025-04-23T23:33:30.553363Z",
                 "slot": 1619735,
@@ -208,6 +214,7 @@ def test_work_package_133_reconstructed():
         "workpackages": [
             {
                 "minute_file": MF,
+                "minute_start": MS,
                 "line_no": 1,
                 "time": "2025-04-24T23:39:15.346671Z",
                 "slot": 1634192,
@@ -244,6 +251,7 @@ def test_segments_135_reconstructed_null_payload():
         "segments": [
             {
                 "minute_file": MF,
+                "minute_start": MS,
                 "line_no": 1,
                 "time": "2025-04-24T23:39:15.347428Z",
                 "slot": 1634192,
@@ -265,6 +273,7 @@ def test_assurance_141_reconstructed():
         "assurances": [
             {
                 "minute_file": MF,
+                "minute_start": MS,
                 "line_no": 1,
                 "time": "2025-04-24T23:39:00.128032Z",
                 "slot": 1634190,
@@ -287,6 +296,7 @@ def test_new_service_143_reconstructed():
         "services": [
             {
                 "minute_file": MF,
+                "minute_start": MS,
                 "line_no": 1,
                 "time": "2025-04-24T23:40:12.131537Z",
                 "slot": 1634202,

@@ -11,7 +11,7 @@ from jam_assets.core.generator import TINY, TOASTER, Generator
 from .helpers import PROJECT, derive, sample_line
 
 BQ_TYPES = {"STRING", "INTEGER", "TIMESTAMP"}
-COMMON = ["minute_file", "line_no", "time", "slot", "team", "sender_id", "elapsed"]
+COMMON = ["minute_file", "minute_start", "line_no", "time", "slot", "team", "sender_id", "elapsed"]
 
 
 def test_one_schema_file_per_table_and_nothing_else():
@@ -29,11 +29,12 @@ def test_schema_file_is_bq_mk_compatible(table):
         assert f["type"] in BQ_TYPES and f["mode"] in {"REQUIRED", "NULLABLE"}
     names = [f["name"] for f in fields]
     assert len(names) == len(set(names))
+    assert names[:2] == ["minute_file", "minute_start"]
     if table != schema.REJECTED:
-        assert names[:7] == COMMON
+        assert names[:8] == COMMON
         assert names[-1] == "codec_encoded" or table.endswith("statistics")
         modes = {f["name"]: f["mode"] for f in fields}
-        assert [modes[c] for c in COMMON] == ["REQUIRED", "REQUIRED", "REQUIRED", "NULLABLE", "REQUIRED", "NULLABLE", "NULLABLE"]
+        assert [modes[c] for c in COMMON] == ["REQUIRED", "REQUIRED", "REQUIRED", "REQUIRED", "NULLABLE", "REQUIRED", "NULLABLE", "NULLABLE"]
 
 
 def conforms(table: str, row: dict) -> None:

@@ -46,6 +46,11 @@ def minute_start(key: str) -> datetime:
         raise BadMinuteKey(f"{key!r} is not a valid minute: {exc}") from None
 
 
+def minute_start_column(key: str) -> str:
+    """The `minute_start` column of every row of a minute file: `2025/04/23/0600` -> `2025-04-23T06:00:00.000000Z`."""
+    return f"{minute_start(key):%Y-%m-%dT%H:%M}:00.000000Z"
+
+
 def key_of(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y/%m/%d/%H%M")
 

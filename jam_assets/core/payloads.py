@@ -69,6 +69,7 @@ def block(common: Row, payload: Any, md: dict[str, str], codec: str | None) -> R
     disputes = obj(extrinsic.get("disputes"), "json_encoded.extrinsic.disputes", required=False)
     row = {
         "minute_file": common["minute_file"],
+        "minute_start": common["minute_start"],
         "line_no": common["line_no"],
         "time": common["time"],
         "slot": header.get("slot"),

@@ -69,8 +69,10 @@ def discard(directory: Path) -> None:
 class StagedTable:
     """One table's staged JSONL files for the minute files of a run: what the asset hands its IO manager."""
 
-    def __init__(self, table: str):
+    def __init__(self, table: str, run: StagedRun | None = None):
         self.table = table
+        self.run = run if run is not None else StagedRun({})
+        self.run.tables.setdefault(table, self)
         self.files: dict[str, Path] = {}
         self.rows: dict[str, int] = {}
 
@@ -84,6 +86,22 @@ class StagedTable:
 
     def __repr__(self) -> str:
         return f"StagedTable({self.table!r}, {len(self.files)} minute files, {self.total_rows} rows)"
+
+
+class StagedRun:
+    """Every table staged by one step. The first table's output writes them all (side by side, so a run
+    costs one warehouse round trip, not twelve); `outcome` keeps each table's result for its own output."""
+
+    def __init__(self, tables: dict[str, StagedTable]):
+        self.tables = tables
+        self.outcome: dict[str, object] | None = None
+
+    @classmethod
+    def of(cls, tables: Iterable[str]) -> StagedRun:
+        run = cls({})
+        for t in tables:
+            StagedTable(t, run)
+        return run
 
 
 def sweep_stale(staging_root: Path, older_than_seconds: float = 6 * 3600) -> int:

@@ -33,6 +33,7 @@ from .envelope import (
     parse_metadata,
     preview,
 )
+from .minute_files import minute_start_column
 from .payloads import HANDLERS, Row, Rows, Serialized
 
 BOM = b"\xef\xbb\xbf"
@@ -167,6 +168,7 @@ class LineTransformer:
 
     def __init__(self, minute_file: str, team_aliases: Mapping[str, str] | None = None):
         self.minute_file = minute_file
+        self.minute_start = minute_start_column(minute_file)
         self.team_aliases = dict(DEFAULT_TEAM_ALIASES if team_aliases is None else team_aliases)
         self.times = TimeParser()
         self.types = {t: _TableTypes(t) for t in schema.TABLES}
@@ -260,6 +262,7 @@ class LineTransformer:
 
         common = {
             "minute_file": self.minute_file,
+            "minute_start": self.minute_start,
             "line_no": line_no,
             "time": time,
             "slot": (seconds - JAM_EPOCH) // SLOT_SECONDS,
@@ -279,13 +282,15 @@ _ENVELOPE = ("msg_type", "time", "metadata", "sender_id", "elapsed", "codec_enco
 _NO_METADATA: Mapping[str, str] = MappingProxyType({})
 
 
-def rejected_row(minute_file: str, line_no: int, reason: str, detail: str, msg_type: str | None, raw: bytes) -> Row:
+def rejected_row(minute_file: str, minute_start: str, line_no: int, reason: str, detail: str, msg_type: str | None,
+                 raw: bytes) -> Row:
     try:
         text, encoded = raw.decode("utf-8"), None
     except UnicodeDecodeError:
         text, encoded = None, base64.b64encode(raw).decode("ascii")
     return {
         "minute_file": minute_file,
+        "minute_start": minute_start,
         "line_no": line_no,
         "reason": reason,
         "detail": detail,
@@ -417,7 +422,7 @@ def _reject(summary: MinuteFileSummary, transformer: LineTransformer, sink: RowS
     summary.rejected += 1
     summary.rejected_by_reason[reason] += 1
     summary.rows_by_table[schema.REJECTED] += 1
-    row = rejected_row(summary.minute_file, line_no, reason, detail, msg_type, raw)
+    row = rejected_row(summary.minute_file, transformer.minute_start, line_no, reason, detail, msg_type, raw)
     sink.write(schema.REJECTED, orjson.dumps(row, option=_DUMPS_OPTS))
 
 

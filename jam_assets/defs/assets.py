@@ -17,7 +17,7 @@ from dagster._core.execution.context.metadata_logging import AssetMetadataHandle
 from ..core import schema
 from ..core.minute_files import locate
 from ..core.parallel import MinuteFileJob, stage_minute_files
-from ..core.staging import StagedTable, discard, sweep_stale
+from ..core.staging import StagedRun, StagedTable, discard, sweep_stale
 from ..core.transform import MinuteFileSummary
 from .checks import CHECK_SPECS, check_results
 from .partitions import backfill_policy, minute_files
@@ -28,6 +28,7 @@ GROUPS = {RAW_LOG: "raw", schema.REJECTED: "rejected", **{t: "tables" for t in s
 POOL = "jam_warehouse"
 WAREHOUSE_KIND = "bigquery" if os.environ.get("DAGSTER_DEPLOYMENT") == "production" else "duckdb"
 _PROGRESS_SECONDS = 10.0
+RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
 def _description(table: str) -> str:
@@ -130,7 +131,7 @@ def derive_minute_files(
 ) -> tuple[dict[str, StagedTable], dict[str, MinuteFileSummary]]:
     """Read each minute file of the run once, staging the rows of `tables`."""
     keys = context.partition_keys
-    staged = {t: StagedTable(t) for t in tables}
+    staged = StagedRun.of(tables).tables
     summaries: dict[str, MinuteFileSummary] = {}
     stage_root = settings.staging_dir(context.run_id)
     log_root = settings.log_root
@@ -165,6 +166,9 @@ def derive_minute_files(
     can_subset=True,
     check_specs=CHECK_SPECS,
     pool=POOL,
+    # A failed warehouse write (BigQuery busy, a lost connection) is retried by Dagster too, after the
+    # writer's own retries; a run that still fails is requested again by the sensor.
+    retry_policy=RETRY_POLICY,
 )
 def minute_file_tables(context: dg.AssetExecutionContext, settings: JamSettings) -> Iterator[dg.Output | dg.AssetCheckResult]:
     selected = selected_names(context)

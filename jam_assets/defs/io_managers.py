@@ -1,12 +1,15 @@
-"""Where table outputs go: JSONL exports always (the Dune files), plus a SQL warehouse.
+"""Where table outputs go: the warehouse first, then the JSONL exports (the Dune files).
 
-- `TableExportsIOManager`: `<export root>/<table>/YYYY/MM/DD/HHMM.jsonl`, one file per table per
-  minute file, published atomically and replaced (never appended) on re-materialization.
-- `DuckDBTablesIOManager`: the exports, then the same minute files replaced in DuckDB.
-- `BigQueryTablesIOManager` (production, `io_bigquery.py`): the exports, then BigQuery.
+`TablesIOManager.handle_output` takes one table's staged rows of a run. The first table's call
+writes every staged table of the step to the warehouse side by side (DuckDB: one transaction;
+BigQuery: one load and one MERGE per table, concurrently, on one client), then publishes the
+exports of each table the warehouse now holds; every call then reports its own table. So a table's
+exports (and so Dune, which uploads them) change only once its warehouse rows have: a table whose
+warehouse write failed keeps its previous exports, and its output fails the step, which is retried
+(RetryPolicy), then requested again by the sensor.
 
-Range runs are handled like single partitions: one file per minute file, one warehouse load for
-the whole range.
+Exports are `<export root>/<table>/YYYY/MM/DD/HHMM.jsonl`, one file per table per minute file,
+published with an atomic rename and replaced (never appended) on re-materialization.
 """
 
 from __future__ import annotations
@@ -14,62 +17,82 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
-from ..core.staging import StagedTable, export_path, publish
+from ..core.staging import StagedRun, StagedTable, export_path, publish
+from ..sinks.writes import TableWrite, WarehouseWriteError
 from .settings import JamSettings
-from .warehouse_duckdb import replace_minute_files
+from .warehouses import Warehouse
+
 
 def partition_keys(context: dg.OutputContext | dg.InputContext) -> list[str]:
     # In range runs Dagster hands the keys over in no particular order.
     return sorted(context.asset_partition_keys) if context.has_asset_partitions else []
 
 
-class TableExportsIOManager(dg.ConfigurableIOManager):
-    """Publishes each table's staged rows as JSONL, one file per minute file."""
+def _had_rows(root: Path, table: str, minute_files: list[str]) -> bool:
+    """Whether the published exports (what the warehouse holds) have any row of these minutes."""
+    return any((p := export_path(root, table, k)).exists() and p.stat().st_size > 0 for k in minute_files)
+
+
+class TablesIOManager(dg.ConfigurableIOManager):
+    """A table's minute files: the warehouse, then the JSONL exports."""
 
     settings: JamSettings
+    warehouse: Warehouse
+
+    def _write_run(self, context: dg.OutputContext, run: StagedRun) -> dict[str, object]:
+        root = self.settings.export_root
+        batches = {t: dict(staged.files) for t, staged in run.tables.items()}
+        had_rows = {t: _had_rows(root, t, list(files)) for t, files in batches.items()}
+        work_dir = self.settings.staging_dir(context.run_id) / "warehouse"
+        try:
+            outcomes = self.warehouse.replace_minute_files(context.log, context.run_id, work_dir, batches, had_rows)
+        except Exception as exc:  # the whole write failed: nothing changed anywhere
+            transient = self.warehouse.is_transient(exc)
+            outcomes = {t: WarehouseWriteError(t, f"{self.warehouse.name}: {exc}", transient) for t in batches}
+        for table, outcome in outcomes.items():
+            if isinstance(outcome, TableWrite):
+                for key, staged in batches[table].items():
+                    publish(staged, export_path(root, table, key))
+        written = sorted(t for t, o in outcomes.items() if isinstance(o, TableWrite))
+        failed = sorted(t for t in batches if t not in written)
+        if failed:
+            context.log.error(
+                f"{self.warehouse.name} and the exports now hold this run's rows for: {', '.join(written) or 'no table'}; "
+                f"they still hold the previous rows for: {', '.join(failed)}"
+            )
+        return dict(outcomes)
 
     def handle_output(self, context: dg.OutputContext, obj: StagedTable) -> None:
         table = context.asset_key.path[-1]
-        root = self.settings.export_root
-        published: dict[str, Path] = {}
-        for key in partition_keys(context):
-            staged = obj.files.get(key)
-            if staged is None:
-                context.log.warning(f"{table}: nothing staged for minute file {key}; its exports are left as they were")
-                continue
-            final = export_path(root, table, key)
-            publish(staged, final)
-            published[key] = final
+        run = obj.run
+        if run.outcome is None:
+            run.outcome = self._write_run(context, run)
+        outcome = run.outcome[table]
+        if isinstance(outcome, WarehouseWriteError) and not outcome.transient:
+            # No retry fixes a drifted schema or a statement over its byte limit: fail at once.
+            raise dg.Failure(description=str(outcome), allow_retries=False)
+        if isinstance(outcome, Exception):
+            raise outcome  # retried by the step's RetryPolicy
+        assert isinstance(outcome, TableWrite)
+        missing = [k for k in partition_keys(context) if k not in obj.files]
+        for key in missing:
+            context.log.warning(f"{table}: nothing staged for minute file {key}; its outputs are left as they were")
         # Each minute file's own dagster/row_count is set by the asset, per partition; these
         # describe the run's whole write.
-        metadata: dict[str, object] = {
-            "rows_in_run": sum(obj.rows.get(k, 0) for k in published),
-            "minute_files_in_run": len(published),
-            "export_root": dg.MetadataValue.path(str(root / table)),
-        }
-        metadata.update(self.load_warehouse(context, table, published))
-        context.add_output_metadata(metadata)
-
-    def load_warehouse(self, context: dg.OutputContext, table: str, published: dict[str, Path]) -> dict[str, object]:
-        return {}
+        context.add_output_metadata(
+            {
+                "rows_in_run": outcome.rows,
+                "minute_files_in_run": len(obj.files),
+                "export_root": dg.MetadataValue.path(str(self.settings.export_root / table)),
+                "warehouse": self.warehouse.name,
+                "warehouse_seconds": round(outcome.seconds, 2),
+                **outcome.metadata,
+            }
+        )
 
     def load_input(self, context: dg.InputContext) -> dict[str, Path]:
         """The export files of the requested minute files, for downstream readers."""
         table = context.asset_key.path[-1]
         root = self.settings.export_root
         return {k: p for k in partition_keys(context) if (p := export_path(root, table, k)).exists()}
-
-
-class DuckDBTablesIOManager(TableExportsIOManager):
-    """JSONL exports, then the same minute files replaced in the embedded DuckDB warehouse."""
-
-    duckdb: DuckDBResource
-
-    def load_warehouse(self, context: dg.OutputContext, table: str, published: dict[str, Path]) -> dict[str, object]:
-        if not published:
-            return {}
-        with self.duckdb.get_connection() as conn:
-            inserted = replace_minute_files(conn, table, list(published), list(published.values()))
-        return {"duckdb_rows_in_run": inserted, "duckdb_table": f"{self.duckdb.database}:{table}"}

@@ -1,43 +1,92 @@
 """Resources per deployment, chosen by one helper. The keys are the same in every environment.
 
 - `local` (default): JSONL exports + DuckDB.
-- `production`: JSONL exports + BigQuery (see `io_bigquery.py`).
+- `production`: JSONL exports + BigQuery (+ Dune when DUNE_API_KEY is set).
+
+The environment is read here and in `settings.py`, once, when the code location loads; every value
+reaches the resources as a `dg.EnvVar`, so the UI shows variable names, never values.
 """
 
 from __future__ import annotations
 
-import os
-
-from dagster_duckdb import DuckDBResource
-
-from .io_managers import DuckDBTablesIOManager
-from .settings import JamSettings, SettingsError, settings_from_env
+from .dune import DuneResource
+from .io_managers import TablesIOManager
+from .settings import Env, JamSettings, SettingsError, settings_from_env
+from .warehouses import BigQueryWarehouse, DuckDBWarehouse, JamBigQueryResource
 
 DEPLOYMENTS = ("local", "production")
 
 
-def deployment_name() -> str:
-    name = os.environ.get("DAGSTER_DEPLOYMENT", "local") or "local"
+def deployment_name(env: Env | None = None) -> str:
+    name = (env or Env()).text("DAGSTER_DEPLOYMENT") or "local"
     if name not in DEPLOYMENTS:
         raise SettingsError(f"DAGSTER_DEPLOYMENT={name!r} is not one of: {', '.join(DEPLOYMENTS)}")
     return name
 
 
 def local_resources(settings: JamSettings) -> dict[str, object]:
-    settings.export_root.mkdir(parents=True, exist_ok=True)
-    return {
-        "settings": settings,
-        "table_io_manager": DuckDBTablesIOManager(
-            settings=settings, duckdb=DuckDBResource(database=str(settings.duckdb_path))
+    warehouse = DuckDBWarehouse(settings=settings)
+    return {"settings": settings, "table_io_manager": TablesIOManager(settings=settings, warehouse=warehouse)}
+
+
+def bigquery_warehouse(env: Env) -> BigQueryWarehouse:
+    """BigQuery from JAM_BQ_*; credentials from JAM_BQ_CREDENTIALS_B64 or application-default credentials."""
+    if env.is_set("JAM_BQ_CREDENTIALS_B64") and env.is_set("GOOGLE_APPLICATION_CREDENTIALS"):
+        raise SettingsError(
+            "both JAM_BQ_CREDENTIALS_B64 and GOOGLE_APPLICATION_CREDENTIALS are set: set one. "
+            "JAM_BQ_CREDENTIALS_B64 is the key itself, base64-encoded; GOOGLE_APPLICATION_CREDENTIALS is the path "
+            "of a key file (application-default credentials)."
+        )
+    anonymous = env.flag("JAM_BQ_ANONYMOUS")
+    if anonymous and not env.is_set("JAM_BQ_API_ENDPOINT"):
+        raise SettingsError("JAM_BQ_ANONYMOUS=1 is for an emulator: set JAM_BQ_API_ENDPOINT to its address too")
+    client = JamBigQueryResource(
+        project=env.string("JAM_BQ_PROJECT", required_because="it is the GCP project that holds the dataset"),
+        location=env.string("JAM_BQ_LOCATION"),
+        gcp_credentials=env.string("JAM_BQ_CREDENTIALS_B64"),
+        api_endpoint=env.string("JAM_BQ_API_ENDPOINT"),
+        anonymous=anonymous,
+    )
+    return BigQueryWarehouse(
+        bigquery=client,
+        dataset=env.string(
+            "JAM_BQ_DATASET", required_because="it names the dataset the tables go to (create it first: bq mk --dataset)"
         ),
+        maximum_bytes_billed=env.whole("JAM_BQ_MAX_BYTES_BILLED", BigQueryWarehouse.model_fields["maximum_bytes_billed"].default,
+                                       minimum=1, unit="a whole number of bytes"),
+        job_timeout_seconds=env.whole("JAM_BQ_JOB_TIMEOUT_SECONDS", BigQueryWarehouse.model_fields["job_timeout_seconds"].default,
+                                      minimum=1, unit="a whole number of seconds"),
+    )
+
+
+def dune_resource(env: Env) -> DuneResource | None:
+    """Dune, when DUNE_API_KEY is set; its namespace must be given (there is no default)."""
+    if not env.is_set("DUNE_API_KEY"):
+        return None
+    return DuneResource(
+        api_key=env.string("DUNE_API_KEY"),
+        namespace=env.string(
+            "DUNE_NAMESPACE", required_because="DUNE_API_KEY is set, and the tables need your Dune user or team handle"
+        ),
+        public_tables=env.flag("JAM_DUNE_PUBLIC"),
+    )
+
+
+def production_resources(settings: JamSettings, env: Env | None = None) -> dict[str, object]:
+    env = env or Env()
+    resources: dict[str, object] = {
+        "settings": settings,
+        "table_io_manager": TablesIOManager(settings=settings, warehouse=bigquery_warehouse(env)),
     }
+    dune = dune_resource(env)
+    if dune is not None:
+        resources["dune"] = dune
+    return resources
 
 
-def resources_for(deployment: str | None = None, settings: JamSettings | None = None) -> dict[str, object]:
-    deployment = deployment or deployment_name()
-    settings = settings or settings_from_env()
-    if deployment == "production":
-        from .io_bigquery import production_resources
-
-        return production_resources(settings)
-    return local_resources(settings)
+def resources_for(deployment: str | None = None, settings: JamSettings | None = None, env: Env | None = None) -> dict[str, object]:
+    env = env or Env()
+    deployment = deployment or deployment_name(env)
+    production = deployment == "production"
+    settings = settings or settings_from_env(env, production=production)
+    return production_resources(settings, env) if production else local_resources(settings)

@@ -1,8 +1,14 @@
-"""Where the logs are, where the exports go, and the few knobs beyond that."""
+"""Where the logs are, where the exports go, and the few knobs beyond that.
+
+Every setting comes from the environment through `dg.EnvVar`, so the UI shows the variable's name
+and the value is read where the run executes. Values are also checked here, when the code
+location loads, so a bad one stops it with a message naming the variable, not a run an hour later.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -12,8 +18,10 @@ from ..core.quality import DEFAULT_ELAPSED_BANDS, ElapsedBand, QualityBounds
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_LOGS = Path(__file__).resolve().parents[1] / "sample_logs"
-DEFAULT_GRACE_SECONDS = 10.0
-DEFAULT_WATCH_SECONDS = 3600.0
+DEFAULT_EXPORT_DIR = "dune_exports"
+DEFAULT_GRACE_SECONDS = 10
+DEFAULT_WATCH_SECONDS = 3600
+DEFAULT_RETENTION_DAYS = 60
 
 
 class SettingsError(ValueError):
@@ -30,20 +38,42 @@ class ElapsedBandConfig(dg.Config):
     expect_zero: bool = False
 
 
+def format_team_aliases(aliases: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in aliases.items())
+
+
+def parse_team_aliases(text: str) -> dict[str, str]:
+    """`JAMDUNA=Jam-Duna,COLORFULNOTION=Colorful Notion` -> a dict; replaces the default map."""
+    aliases = {}
+    for piece in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, alias = piece.partition("=")
+        if not sep or not name.strip() or not alias.strip():
+            raise SettingsError(f"JAM_TEAM_ALIASES: {piece!r} is not NAME=Alias (pairs are separated by commas)")
+        aliases[name.strip()] = alias.strip()
+    return aliases
+
+
 class JamSettings(dg.ConfigurableResource):
     """The log root, the export root, how minute files are read and watched, and the check bounds."""
 
     log_dir: str = str(BUNDLED_LOGS)
-    export_dir: str = "dune_exports"
-    team_aliases: dict[str, str] = dict(DEFAULT_TEAM_ALIASES)
-    grace_seconds: float = DEFAULT_GRACE_SECONDS
-    watch_seconds: float = DEFAULT_WATCH_SECONDS
+    export_dir: str = DEFAULT_EXPORT_DIR
+    # NAME=Alias pairs, comma-separated (JAM_TEAM_ALIASES)
+    team_aliases_text: str = format_team_aliases(DEFAULT_TEAM_ALIASES)
+    grace_seconds: int = DEFAULT_GRACE_SECONDS
+    watch_seconds: int = DEFAULT_WATCH_SECONDS
     # Per-table overrides of jam_assets.core.quality.DEFAULT_ELAPSED_BANDS.
     elapsed_bands: dict[str, ElapsedBandConfig] = {}
-    time_tolerance_seconds: float = 60.0
-    retention_days: float = 60.0
+    time_tolerance_seconds: int = 60
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    # 0: keep every export; else delete export files of minutes older than this many days.
+    export_retention_days: int = 0
     # Processes that read minute files; 0: one per core this process may use.
     core_workers: int = 0
+
+    @property
+    def team_aliases(self) -> dict[str, str]:
+        return parse_team_aliases(self.team_aliases_text)
 
     def quality_bounds(self) -> QualityBounds:
         bands = {t: ElapsedBand(**b.model_dump()) for t, b in self.elapsed_bands.items()}
@@ -66,53 +96,67 @@ class JamSettings(dg.ConfigurableResource):
         return self.export_root / "jam.duckdb"
 
 
-def parse_team_aliases(text: str) -> dict[str, str]:
-    """`JAMDUNA=Jam-Duna,COLORFULNOTION=Colorful Notion` -> a dict; replaces the default map."""
-    aliases = {}
-    for piece in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, alias = piece.partition("=")
-        if not sep or not name.strip() or not alias.strip():
-            raise SettingsError(f"JAM_TEAM_ALIASES: {piece!r} is not NAME=Alias (pairs are separated by commas)")
-        aliases[name.strip()] = alias.strip()
-    return aliases
+class Env:
+    """Reads and checks the environment once: each setting becomes a `dg.EnvVar` when it is set."""
 
+    def __init__(self, environ: Mapping[str, str] | None = None):
+        self.environ = os.environ if environ is None else environ
 
-def _seconds(name: str, default: float) -> float:
-    text = os.environ.get(name)
-    if text is None or text == "":
+    def text(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        return value if value not in (None, "") else None
+
+    def is_set(self, name: str) -> bool:
+        return self.text(name) is not None
+
+    def string(self, name: str, default: str | None = None, *, required_because: str | None = None):
+        if self.is_set(name):
+            return dg.EnvVar(name)
+        if required_because:
+            raise SettingsError(f"{name} is not set: {required_because}")
         return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise SettingsError(f"{name}={text!r} is not a number of seconds") from None
-    if value < 0:
-        raise SettingsError(f"{name}={text!r} must not be negative")
-    return value
+
+    def whole(self, name: str, default: int, *, minimum: int = 0, unit: str = "a whole number"):
+        text = self.text(name)
+        if text is None:
+            return default
+        if not text.strip().isdigit() or int(text) < minimum:
+            raise SettingsError(f"{name}={text!r} must be {unit}" + (f", at least {minimum}" if minimum else ""))
+        return dg.EnvVar.int(name)
+
+    def flag(self, name: str) -> bool:
+        """1/true/yes or 0/false/no (unset: false). Not a secret: shown in the UI as its value."""
+        text = (self.text(name) or "0").strip().lower()
+        if text not in ("1", "true", "yes", "0", "false", "no"):
+            raise SettingsError(f"{name}={text!r} must be 1 or 0")
+        return text in ("1", "true", "yes")
 
 
-def _workers(name: str) -> int:
-    text = (os.environ.get(name) or "").strip()
-    if not text:
-        return 0
-    if not text.isdigit() or int(text) < 1:
-        raise SettingsError(f"{name}={text!r} must be a whole number of processes, at least 1")
-    return int(text)
-
-
-def settings_from_env() -> JamSettings:
+def settings_from_env(env: Env | None = None, *, production: bool = False) -> JamSettings:
     """JAM_LOG_DIR, JAM_EXPORT_DIR, JAM_TEAM_ALIASES, JAM_GRACE_SECONDS, JAM_WATCH_SECONDS,
-    JAM_RETENTION_DAYS, JAM_CORE_WORKERS, with defaults.
+    JAM_RETENTION_DAYS, JAM_EXPORT_RETENTION_DAYS, JAM_CORE_WORKERS.
 
-    Paths are made absolute here, so the webserver, the daemon and run workers agree whatever
-    folder each starts in.
+    Locally the bundled sample logs are the default log root; in production JAM_LOG_DIR is required.
+    Relative paths are taken from the folder the Dagster processes start in.
     """
-    aliases = os.environ.get("JAM_TEAM_ALIASES")
+    env = env or Env()
+    aliases = env.text("JAM_TEAM_ALIASES")
+    if aliases is not None:
+        parse_team_aliases(aliases)
+    log_dir = env.string(
+        "JAM_LOG_DIR",
+        str(BUNDLED_LOGS),
+        required_because="in production the pipeline reads the receiver's log root, never the bundled samples"
+        if production
+        else None,
+    )
     return JamSettings(
-        log_dir=str(Path(os.environ.get("JAM_LOG_DIR") or BUNDLED_LOGS).expanduser().resolve()),
-        export_dir=str(Path(os.environ.get("JAM_EXPORT_DIR") or "dune_exports").expanduser().resolve()),
-        team_aliases=parse_team_aliases(aliases) if aliases is not None else dict(DEFAULT_TEAM_ALIASES),
-        grace_seconds=_seconds("JAM_GRACE_SECONDS", DEFAULT_GRACE_SECONDS),
-        watch_seconds=_seconds("JAM_WATCH_SECONDS", DEFAULT_WATCH_SECONDS),
-        retention_days=_seconds("JAM_RETENTION_DAYS", 60.0),
-        core_workers=_workers("JAM_CORE_WORKERS"),
+        log_dir=log_dir,
+        export_dir=env.string("JAM_EXPORT_DIR", DEFAULT_EXPORT_DIR),
+        team_aliases_text=env.string("JAM_TEAM_ALIASES", format_team_aliases(DEFAULT_TEAM_ALIASES)),
+        grace_seconds=env.whole("JAM_GRACE_SECONDS", DEFAULT_GRACE_SECONDS, unit="a whole number of seconds"),
+        watch_seconds=env.whole("JAM_WATCH_SECONDS", DEFAULT_WATCH_SECONDS, unit="a whole number of seconds"),
+        retention_days=env.whole("JAM_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, minimum=1, unit="a whole number of days"),
+        export_retention_days=env.whole("JAM_EXPORT_RETENTION_DAYS", 0, unit="a whole number of days (0: keep)"),
+        core_workers=env.whole("JAM_CORE_WORKERS", 0, minimum=1, unit="a whole number of processes"),
     )

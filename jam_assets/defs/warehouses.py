@@ -1,0 +1,129 @@
+"""The warehouse resource the table IO manager writes through: DuckDB locally, BigQuery in production.
+
+Thin by design: the SQL and the BigQuery jobs live in `jam_assets.sinks`; these resources only hold
+the settings (as `dg.EnvVar`s where they come from the environment) and open the connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+from dagster_gcp import BigQueryResource
+from google.cloud import bigquery
+
+from ..sinks import bigquery as bq
+from ..sinks import duckdb as duck
+from ..sinks.writes import Batches, TableWrite, WarehouseWriteError
+from .settings import JamSettings
+
+Outcomes = Mapping[str, TableWrite | WarehouseWriteError]
+
+
+class Warehouse(dg.ConfigurableResource):
+    """Replaces a run's minute files in each table; each table's outcome is reported on its own."""
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError("Warehouse subclasses name themselves")
+
+    def replace_minute_files(
+        self, log, run_id: str, work_dir: Path, batches: Batches, had_rows: Mapping[str, bool]
+    ) -> Outcomes:
+        raise NotImplementedError("Warehouse subclasses write")
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether a failure of the whole write may pass on a later attempt."""
+        return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+class DuckDBWarehouse(Warehouse):
+    """The embedded DuckDB file, `jam.duckdb` in the export root."""
+
+    settings: JamSettings
+
+    @property
+    def name(self) -> str:
+        return "DuckDB"
+
+    def is_transient(self, exc: BaseException) -> bool:
+        # Another process held the file for longer than the connection's retries: try again later.
+        return "lock" in str(exc).lower() or super().is_transient(exc)
+
+    def replace_minute_files(self, log, run_id, work_dir, batches, had_rows) -> Outcomes:
+        database = str(self.settings.duckdb_path)
+        # Dagster's DuckDB resource retries the connection while another process holds the lock.
+        with DuckDBResource(database=database).get_connection() as conn:
+            writes = duck.replace_minute_files(conn, batches)
+        for w in writes.values():
+            w.metadata["duckdb_table"] = f"{database}:{w.table}"
+        return writes
+
+
+class JamBigQueryResource(BigQueryResource):
+    """dagster-gcp's BigQueryResource, with credentials the project controls.
+
+    `gcp_credentials` (base64 of a service-account key, from JAM_BQ_CREDENTIALS_B64) becomes
+    credentials in memory, instead of a temporary key file named in the process environment; without
+    it, application-default credentials apply (GOOGLE_APPLICATION_CREDENTIALS or the metadata
+    server). `api_endpoint` points the client elsewhere (a regional or private endpoint, an
+    emulator); `anonymous` sends no credentials at all, for an emulator only.
+    """
+
+    api_endpoint: str | None = None
+    anonymous: bool = False
+
+    @contextmanager
+    def get_client(self) -> Iterator[bigquery.Client]:
+        credentials = None
+        if self.anonymous:
+            from google.auth.credentials import AnonymousCredentials
+
+            credentials = AnonymousCredentials()
+        elif self.gcp_credentials:
+            credentials = bq.credentials_from_base64(self.gcp_credentials)
+        options = {"api_endpoint": self.api_endpoint} if self.api_endpoint else None
+        client = bigquery.Client(
+            project=self.project, location=self.location, credentials=credentials, client_options=options
+        )
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+class BigQueryWarehouse(Warehouse):
+    """BigQuery: `dataset` in the client's project; see jam_assets/sinks/bigquery.py for how a run writes."""
+
+    bigquery: JamBigQueryResource
+    dataset: str
+    maximum_bytes_billed: int = bq.DEFAULT_MAXIMUM_BYTES_BILLED
+    job_timeout_seconds: int = int(bq.DEFAULT_JOB_TIMEOUT_SECONDS)
+    retry_seconds: int = int(bq.DEFAULT_RETRY_SECONDS)
+    retry_initial_seconds: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return "BigQuery"
+
+    def target(self, project: str) -> bq.BigQueryTarget:
+        return bq.BigQueryTarget(
+            project=project,
+            dataset=self.dataset,
+            location=self.bigquery.location,
+            maximum_bytes_billed=self.maximum_bytes_billed,
+            job_timeout_seconds=self.job_timeout_seconds,
+            retry_seconds=self.retry_seconds,
+            retry_initial_seconds=self.retry_initial_seconds,
+        )
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return bq.is_transient(exc)
+
+    def replace_minute_files(self, log, run_id, work_dir, batches, had_rows) -> Outcomes:
+        with self.bigquery.get_client() as client:
+            writer = bq.BigQueryWriter(client, self.target(client.project), run_id, work_dir, log.info)
+            return writer.replace_minute_files(batches, had_rows)

@@ -1,0 +1,77 @@
+"""DuckDB, the embedded warehouse: a run's minute files replace their rows in every table at once.
+
+One transaction per run: for each table, delete the rows of the run's minute files and insert the
+staged rows (read with the schema's types, never inferred). A reader sees every table before the
+run or every table after it, never a minute half-replaced or a table ahead of another, and a re-run
+changes nothing. DuckDB allows one writer per database file: the table step holds the
+`jam_warehouse` pool (limit 1, dagster.yaml), and Dagster's DuckDB connection retries while another
+process holds the lock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from ..core import schema
+from .writes import Batches, TableWrite
+
+DUCKDB_TYPES = schema.DUCKDB_TYPES
+
+
+class SchemaDrift(RuntimeError):
+    """A warehouse table whose columns no longer match schema/<table>.json."""
+
+
+def create_table_sql(table: str) -> str:
+    cols = ",\n  ".join(
+        f'"{c.name}" {DUCKDB_TYPES[c.type]}' + (" NOT NULL" if c.required else "") for c in schema.columns(table)
+    )
+    return f"CREATE TABLE IF NOT EXISTS {table} (\n  {cols}\n)"
+
+
+def ensure_table(conn, table: str) -> None:
+    """Create the table from schema/<table>.json if it is missing; stop if an existing one differs."""
+    conn.execute(create_table_sql(table))
+    actual = conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
+    expected = [(c.name, DUCKDB_TYPES[c.type]) for c in schema.columns(table)]
+    if [tuple(r) for r in actual] != expected:
+        raise SchemaDrift(
+            f"DuckDB table {table} has columns {[tuple(r) for r in actual]}, but schema/{table}.json says {expected}. "
+            f"Drop it (jam-etl sql is read-only: use duckdb <file> \"DROP TABLE {table}\") and re-run its minute files "
+            "(jam-etl run): the exports are rebuilt from the minute files too."
+        )
+
+
+def read_json_sql(table: str) -> str:
+    names = ", ".join(f'"{n}"' for n in schema.column_names(table))
+    return f"SELECT {names} FROM {schema.duckdb_read_json(table, '?')}"
+
+
+def _replace(conn, table: str, minute_files: Sequence[str], paths: Sequence[str]) -> int:
+    conn.execute(f"DELETE FROM {table} WHERE minute_file IN (SELECT unnest(?::VARCHAR[]))", [list(minute_files)])
+    if not paths:
+        return 0
+    return conn.execute(f"INSERT INTO {table} {read_json_sql(table)}", [list(paths)]).fetchone()[0]
+
+
+def replace_minute_files(conn, batches: Batches) -> dict[str, TableWrite]:
+    """Replace, in one transaction, each table's rows of the batch's minute files with the staged rows."""
+    for table in batches:
+        ensure_table(conn, table)
+    writes: dict[str, TableWrite] = {}
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        for table, files in batches.items():
+            started = time.monotonic()
+            nonempty = [str(p) for p in files.values() if p.stat().st_size > 0]
+            rows = _replace(conn, table, list(files), nonempty)
+            writes[table] = TableWrite(table, rows, time.monotonic() - started)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return writes
