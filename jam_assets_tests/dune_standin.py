@@ -113,6 +113,7 @@ class Logged:
     status: int | None  # None: the connection was dropped unanswered
     headers: dict[str, str]
     body: bytes
+    at: float  # the stand-in's clock when the request arrived
 
 
 @dataclass
@@ -142,7 +143,7 @@ def _fits(dune_type: str, value: object) -> bool:
             if dune_type == "date":
                 date.fromisoformat(value)
             else:
-                datetime.fromisoformat(value.replace("Z", "+00:00"))
+                datetime.fromisoformat(value)
         except ValueError:
             return False
         return True
@@ -188,9 +189,16 @@ class DuneStandIn:
 
     # -- scripting and inspection -------------------------------------------------------------------
 
-    def fail_next(self, status: int, path_contains: str = "", times: int = 1, headers: dict | None = None) -> None:
+    def fail_next(
+        self,
+        status: int,
+        path_contains: str = "",
+        times: int = 1,
+        headers: dict | None = None,
+        body: dict | None = None,
+    ) -> None:
         for _ in range(times):
-            self._faults.append(_Fault(path_contains, status, headers or {}, {"error": f"scripted {status}"}))
+            self._faults.append(_Fault(path_contains, status, headers or {}, body or {"error": f"scripted {status}"}))
 
     def lose_response_next(self, path_contains: str) -> None:
         self._faults.append(_Fault(path_contains, None, {}, {}))
@@ -239,7 +247,7 @@ class DuneStandIn:
         if value is None:
             return None
         if dune_type == "timestamp":
-            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            moment = datetime.fromisoformat(str(value))
             return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
         return value
 
@@ -256,9 +264,10 @@ class DuneStandIn:
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 path = urlparse(self.path).path
+                at = standin.clock()
                 answer = standin._handle(path, headers, body)
                 with standin._lock:
-                    standin.log.append(Logged("POST", path, answer[0] if answer else None, headers, body))
+                    standin.log.append(Logged("POST", path, answer[0] if answer else None, headers, body, at))
                 if answer is None:
                     self.close_connection = True
                     self.connection.shutdown(2)
@@ -278,7 +287,7 @@ class DuneStandIn:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
         return self
 

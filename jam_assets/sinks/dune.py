@@ -318,7 +318,7 @@ class Ledger:
         row = self.conn.execute("SELECT value FROM dune_meta WHERE key = 'last_uploaded_at'").fetchone()
         moment = now.replace(microsecond=now.microsecond // 1000 * 1000)
         if row is not None:
-            previous = datetime.fromisoformat(row[0].replace("Z", "+00:00"))
+            previous = datetime.fromisoformat(row[0])
             moment = max(moment, previous + timedelta(milliseconds=1))
         stamp = _stamp(moment)
         with self.conn:
@@ -560,7 +560,7 @@ def _fits(dune_type: str, value: object) -> bool:
         if not isinstance(value, str):
             return False
         try:
-            datetime.fromisoformat(value.replace("Z", "+00:00"))
+            datetime.fromisoformat(value)
         except ValueError:
             return False
         return True
