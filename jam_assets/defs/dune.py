@@ -3,7 +3,6 @@
 The upload itself (client, ledger, what to send, the dedup view) is `jam_assets.sinks.dune`.
 """
 
-import os
 from dataclasses import fields
 
 import dagster as dg
@@ -74,13 +73,3 @@ def dune_schedule(running: bool) -> dg.ScheduleDefinition:
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED,
     )
-
-
-def dune_resources() -> dict[str, object]:
-    """Temporary: jam_assets/defs/io_bigquery.py still imports this; the resource moves to where the
-    lead builds resources from the environment, and this goes."""
-    if not os.environ.get("DUNE_API_KEY"):
-        return {}
-    return {
-        "dune": DuneResource(api_key=dg.EnvVar("DUNE_API_KEY"), namespace=os.environ.get("DUNE_NAMESPACE") or "jam")
-    }

@@ -264,8 +264,7 @@ class DuneClient:
             )
         except DuneError as exc:
             raise DuneError(
-                f"{exc}; its rows may or may not be in Dune: the next run sends them again with "
-                "a newer uploaded_at, and the view hides any copy"
+                f"{exc}: its rows may or may not be in Dune; they are sent again next run, and the view shows one copy"
             ) from None
         if not response.ok:
             raise DuneError(
@@ -647,14 +646,14 @@ class _Uploader:
         bad_minutes: list[str] = []
         settled: set[str] = set()  # candidates the ledger now has as they are (or that need nothing)
         batch = _Batch()
-        created = False
+        ensured = False  # the table is created (or known to exist) once there is a first row to send
 
         def send(batch: _Batch) -> None:
-            nonlocal created
+            nonlocal ensured
             if batch.data:
-                if not created:
+                if not ensured:
                     self.ensure_table(key, name, columns, f"JAM telemetry: {table} (jam-etl; schema/{table}.json)")
-                    created = True
+                    ensured = True
                 self.client.insert(name, bytes(batch.data))
                 progress.requests += 1
             self.ledger.record_uploads(key, batch.completes, len(batch.data))
