@@ -24,6 +24,7 @@ storage class its configuration only, not the instance's folder: hence DAGSTER_H
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -37,10 +38,15 @@ from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._serdes import ConfigurableClassData
 
-_BATCHED_KINDS = ({DagsterEventType.ASSET_MATERIALIZATION}, {DagsterEventType.ASSET_OBSERVATION})
+_BATCHED_KINDS = {
+    DagsterEventType.ASSET_MATERIALIZATION,
+    DagsterEventType.ASSET_OBSERVATION,
+    # A range run's "planned" events, one per asset per minute file: stored per partition (so a
+    # failed run marks each of its minute files failed in the UI), in one transaction.
+    DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+}
 
 BATCH_SIZE = "1000"
-_PLANNED_SUBSET = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 
 
 def batch_event_writes() -> None:
@@ -80,15 +86,6 @@ def instance_at(home: Path) -> Iterator[DagsterInstance]:
 class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
     """`SqliteEventLogStorage` whose `store_event_batch` writes a batch in one transaction per shard."""
 
-    @property
-    def supports_partition_subset_in_asset_materialization_planned_events(self) -> bool:
-        # One "planned" event per asset for a range run, not one per minute file (18,720 for a
-        # day, written by whichever process creates the run: the daemon, the webserver, jam-etl).
-        # A failed range run then shows as failed without marking each of its minute files failed.
-        # DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=false restores Dagster's default.
-        setting = os.environ.get(_PLANNED_SUBSET)
-        return True if setting is None else super().supports_partition_subset_in_asset_materialization_planned_events
-
     @classmethod
     def config_type(cls) -> Mapping[str, Any]:
         return {"base_dir": Field(StringSource, is_required=False)}
@@ -100,10 +97,16 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
         return cls(base_dir=config_value.get("base_dir") or default_base_dir(), inst_data=inst_data)
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        kinds = {e.dagster_event.event_type if e.dagster_event else None for e in events}
-        if len(events) < 2 or kinds not in _BATCHED_KINDS or any(not e.dagster_event.asset_key for e in events):
-            return super().store_event_batch(events)
+        # A batch can mix kinds (a run's planned events: materializations, then asset checks): each
+        # stretch of one batchable kind is written at once, the rest through Dagster's own code.
+        for batchable, stretch in itertools.groupby(events, key=_batch_kind):
+            stretch = list(stretch)
+            if batchable is None or len(stretch) < 2:
+                super().store_event_batch(stretch)
+            else:
+                self._store_asset_events(stretch)
 
+    def _store_asset_events(self, events: Sequence[EventLogEntry]) -> None:
         rows = [self._event_to_row(e) for e in events]
         by_run: dict[str, list[dict[str, Any]]] = {}
         for event, row in zip(events, rows):
@@ -127,3 +130,11 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
                 latest[event.dagster_event.asset_key.to_string()] = (event, event_id)
             for event, event_id in latest.values():
                 self._store_asset_event(conn, event, event_id)
+
+
+def _batch_kind(event: EventLogEntry) -> DagsterEventType | None:
+    """The event's kind when this storage writes it in batches, else None."""
+    dagster_event = event.dagster_event
+    if dagster_event is None or not dagster_event.asset_key or dagster_event.event_type not in _BATCHED_KINDS:
+        return None
+    return dagster_event.event_type

@@ -30,12 +30,13 @@ def logs(settings):
 
 @pytest.fixture
 def single_materializations(monkeypatch):
-    """Counts the materialization events stored one at a time (`store_event`), by either storage."""
+    """Counts the materialization and planned events stored one at a time (`store_event`), by either storage."""
     seen = []
     original = SqliteEventLogStorage.store_event
 
     def store_event(self, event):
-        if event.dagster_event and event.dagster_event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+        if event.dagster_event and event.dagster_event.event_type in (
+            DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_MATERIALIZATION_PLANNED):
             seen.append(event.dagster_event.asset_key)
         return original(self, event)
 
@@ -95,8 +96,9 @@ def test_a_range_run_records_the_same_events_as_dagsters_storage_in_batches(sett
         assert type(stock.event_log_storage) is SqliteEventLogStorage
         runs = materialize_twice(stock, resources)
         expected = recorded(stock, runs)
-        # Dagster's storage writes each of a batch's events on its own, and plans each minute file.
-        assert len(single_materializations) == 2 * 13 * len(KEYS)
+        # Dagster's storage writes each of a batch's events on its own: planned and materialized,
+        # one per asset per minute file, in each of the two runs.
+        assert len(single_materializations) == 2 * 2 * 13 * len(KEYS)
         assert planned_events(stock, runs[0]) == 13 * len(KEYS)
 
     single_materializations.clear()
@@ -105,14 +107,38 @@ def test_a_range_run_records_the_same_events_as_dagsters_storage_in_batches(sett
         runs = materialize_twice(batched, resources)
         actual = recorded(batched, runs)
         assert single_materializations == []
-        assert planned_events(batched, runs[0]) == 13  # one per asset, for the whole range
+        assert planned_events(batched, runs[0]) == 13 * len(KEYS)  # per minute file, so failures show per minute
 
-    assert actual == expected
+    differing = {(a, k): (actual[a][k], expected[a][k]) for a in expected for k in expected[a] if actual[a][k] != expected[a][k]}
+    assert differing == {}
     assert expected["raw_log"]["partitions"] == KEYS
     assert len(expected["blocks"]["events"]) == 2 * len(KEYS)
     assert expected["blocks"]["latest"] == (1, True)
     assert expected["blocks"]["indexed_latest"] == (1, True)
     assert len(expected["blocks"]["indexed_tags"]) == 2 * len(KEYS)  # a data version per event
+
+
+def test_a_failed_range_run_marks_each_of_its_minute_files_failed(settings, resources, logs):
+    """What the UI's partition bar shows: a minute whose run failed is red until a run succeeds."""
+    from jam_assets.defs.io_managers import TablesIOManager
+
+    class Failing(TablesIOManager):
+        def handle_output(self, context, obj):
+            raise dg.Failure("the warehouse is down", allow_retries=False)  # no RetryPolicy waits in a test
+
+    failing = {**resources, "table_io_manager": Failing(settings=settings, warehouse=resources["table_io_manager"].warehouse)}
+    with dg.instance_for_test(overrides=BATCHED) as instance:
+        instance.add_dynamic_partitions(minute_files.name, KEYS)
+        result = dg.materialize([minute_file_tables], instance=instance, resources=failing,
+                                tags=range_tags(KEYS[0], KEYS[-1]), raise_on_error=False, selection=["blocks"])
+        assert not result.success
+        status = instance.get_status_by_partition(dg.AssetKey("blocks"), KEYS, minute_files)
+        assert status == {k: dg.AssetPartitionStatus.FAILED for k in KEYS}
+        assert dg.materialize([minute_file_tables], instance=instance, resources=resources,
+                              partition_key=KEYS[1], selection=["blocks"]).success
+        status = instance.get_status_by_partition(dg.AssetKey("blocks"), KEYS, minute_files)
+        assert status[KEYS[1]] == dg.AssetPartitionStatus.MATERIALIZED
+        assert [status[k] for k in KEYS if k != KEYS[1]] == [dg.AssetPartitionStatus.FAILED] * (len(KEYS) - 1)
 
 
 def test_without_a_base_dir_or_dagster_home_it_says_what_to_set(monkeypatch):
