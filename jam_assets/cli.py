@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .core import schema
 from .core.minute_files import is_closed, scan
+from .core.watch import contiguous_ranges
 from .defs.settings import PROJECT_ROOT, JamSettings, SettingsError, settings_from_env
 
 
@@ -42,23 +43,6 @@ def open_instance():
         if not config.exists():
             config.symlink_to(PROJECT_ROOT / "dagster.yaml")
         return home, dg.DagsterInstance.get()
-
-
-def contiguous_ranges(ordered_keys: list[str], wanted: set[str]) -> list[tuple[str, str]]:
-    """Split `wanted` into ranges of keys adjacent in registration order (what a partition range means)."""
-    ranges: list[tuple[str, str]] = []
-    start = prev = None
-    for key in ordered_keys:
-        if key in wanted:
-            if start is None:
-                start = key
-            prev = key
-        elif start is not None:
-            ranges.append((start, prev))
-            start = None
-    if start is not None:
-        ranges.append((start, prev))
-    return ranges
 
 
 def _human_bytes(n: float) -> str:
@@ -122,7 +106,7 @@ def print_summary(results, settings: JamSettings, home: Path) -> None:
             mat = event.materialization
             name = mat.asset_key.path[-1]
             meta = {k: v.value for k, v in mat.metadata.items()}
-            if name == "raw_log":
+            if name == schema.RAW_LOG:
                 files += 1
                 lines += meta.get("lines", 0)
                 bytes_ += meta.get("bytes", 0)

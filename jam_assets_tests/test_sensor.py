@@ -89,3 +89,69 @@ def test_a_vanished_watched_file_is_forgotten_without_a_request(settings, resour
         second = tick(instance, resources, first.cursor)
         assert second.run_requests == [] and second.dynamic_partitions_requests == []
         assert json.loads(second.cursor)["watch"] == {}
+
+
+def test_a_failed_minute_is_requested_again_with_backoff_until_it_succeeds(settings, resources, monkeypatch):
+    """The minute's run fails (the warehouse is down): the sensor asks again a minute later, then after
+    two more minutes, and forgets the minute once a run succeeds."""
+    from jam_assets.defs import sensors
+    from jam_assets.defs.assets import minute_file_tables
+    from jam_assets.defs.io_managers import TablesIOManager
+
+    class Down(TablesIOManager):
+        def handle_output(self, context, obj):
+            raise dg.Failure("the warehouse is down", allow_retries=False)
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(sensors.time, "time", lambda: clock[0])
+    now = datetime.now(timezone.utc)
+    key = key_at(now - timedelta(minutes=5))
+    write_minute(settings.log_root, key, [sample_line("128")])
+    down = {**resources, "table_io_manager": Down(settings=settings, warehouse=resources["table_io_manager"].warehouse)}
+    with dg.instance_for_test() as instance:
+        first = tick(instance, resources)
+        instance.add_dynamic_partitions(minute_files.name, added(first))
+        assert not dg.materialize([minute_file_tables], instance=instance, resources=down, partition_key=key,
+                                  raise_on_error=False).success
+
+        clock[0] += 60  # failures are looked at once a minute
+        seen = tick(instance, resources, first.cursor)  # the failure is seen; the first retry waits a minute
+        assert seen.run_requests == [] and json.loads(seen.cursor)["retry"] == {key: [0, clock[0] + 60]}
+        clock[0] += 30
+        assert tick(instance, resources, seen.cursor).run_requests == []
+        clock[0] += 31
+        due = tick(instance, resources, seen.cursor)
+        (retry,) = due.run_requests
+        assert (retry.partition_key, retry.tags[sensors.ATTEMPT_TAG]) == (key, "1")
+        assert json.loads(due.cursor)["retry"] == {key: [1, clock[0] + 120]}
+
+        assert not dg.materialize([minute_file_tables], instance=instance, resources=down, partition_key=key,
+                                  raise_on_error=False).success  # the retry fails too
+        clock[0] += 61
+        assert tick(instance, resources, due.cursor).run_requests == []  # backoff: two minutes this time
+        clock[0] += 60
+        again = tick(instance, resources, due.cursor)
+        assert [r.tags[sensors.ATTEMPT_TAG] for r in again.run_requests] == ["2"]
+
+        assert dg.materialize([minute_file_tables], instance=instance, resources=resources, partition_key=key).success
+        clock[0] += 61
+        healed = tick(instance, resources, again.cursor)
+        assert healed.run_requests == [] and "retry" not in json.loads(healed.cursor)
+
+
+def test_retries_are_bounded_and_adjacent_minutes_are_one_run():
+    from jam_assets.core.watch import RETRY_ATTEMPTS, plan_retries
+
+    keys = ["2025/04/23/0600", "2025/04/23/0601", "2025/04/23/0602", "2025/04/23/0603"]
+    failed = {keys[0], keys[1], keys[3]}
+    plan = plan_retries(failed, set(), {k: [2, 0.5] for k in failed}, 1.0, keys)
+    assert plan.due == [(keys[0], keys[1], 3), (keys[3], keys[3], 3)]
+    assert plan.retry == {k: [3, 1.0 + 480] for k in failed}
+
+    last = plan_retries({keys[0]}, set(), {keys[0]: [RETRY_ATTEMPTS, 5.0]}, 10.0, keys)
+    assert (last.due, last.given_up, last.retry) == ([], [keys[0]], {keys[0]: [RETRY_ATTEMPTS, 0.0]})
+    quiet = plan_retries({keys[0]}, set(), last.retry, 20.0, keys)
+    assert (quiet.due, quiet.given_up) == ([], [])  # reported once, never requested again
+
+    running = plan_retries(set(), {keys[2]}, {keys[2]: [1, 0.0]}, 30.0, keys)
+    assert (running.due, running.retry) == ([], {keys[2]: [1, 0.0]})  # a retry under way is waited for

@@ -29,6 +29,10 @@ TABLES: tuple[str, ...] = (
 )
 REJECTED = "rejected_lines"
 ALL_TABLES: tuple[str, ...] = (*TABLES, REJECTED)
+# The asset that stands for a minute file itself; every table is derived from it.
+RAW_LOG = "raw_log"
+# raw_log and every table: what one run of a minute file materializes.
+MINUTE_FILE_ASSETS: tuple[str, ...] = (RAW_LOG, *ALL_TABLES)
 
 
 @dataclass(frozen=True)

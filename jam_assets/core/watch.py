@@ -10,6 +10,9 @@ hold something new: those from the older of the high-water mark's day and the wi
 - A watched file whose size or mtime changed is requested again (late lines).
 - A watched file that is gone is reported, and its outputs are left alone.
 - Files older than the window are final: re-run them by hand.
+
+It also remembers the minute files whose last run failed (as Dagster's partition status says) and
+requests them again, with exponential backoff, a bounded number of times (`plan_retries`).
 """
 
 from __future__ import annotations
@@ -22,15 +25,26 @@ from pathlib import Path
 from .minute_files import MinuteFile, is_closed, minute_start, scan
 
 CURSOR_VERSION = 1
+RETRY_ATTEMPTS = 6  # then the minute stays failed (and alerted) until someone re-runs it
+RETRY_FIRST_DELAY_SECONDS = 60.0  # doubling: 1, 2, 4, 8, 16, 32 minutes
+RETRY_MAX_DELAY_SECONDS = 1800.0
 
 
 @dataclass
 class WatchCursor:
     high_water: str | None = None
     watched: dict[str, str] = field(default_factory=dict)
+    # minute file -> [retries requested so far, Unix time before which it is not requested again]
+    retry: dict[str, list[float]] = field(default_factory=dict)
+    failures_checked: float = 0.0  # Unix time of the last look at failed partitions
 
     def dumps(self) -> str:
-        return json.dumps({"v": CURSOR_VERSION, "hw": self.high_water, "watch": self.watched}, sort_keys=True)
+        data: dict = {"v": CURSOR_VERSION, "hw": self.high_water, "watch": self.watched}
+        if self.retry:
+            data["retry"] = self.retry
+        if self.failures_checked:
+            data["checked"] = self.failures_checked
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def loads(cls, text: str | None) -> WatchCursor:
@@ -40,7 +54,8 @@ class WatchCursor:
             data = json.loads(text)
             if data.get("v") != CURSOR_VERSION:
                 raise ValueError(f"cursor version {data.get('v')!r}")
-            return cls(data.get("hw"), dict(data.get("watch") or {}))
+            retry = {k: [float(n), float(t)] for k, (n, t) in dict(data.get("retry") or {}).items()}
+            return cls(data.get("hw"), dict(data.get("watch") or {}), retry, float(data.get("checked") or 0.0))
         except (ValueError, AttributeError, TypeError):
             # An unreadable cursor starts over: keys already registered are not requested again.
             return cls()
@@ -135,3 +150,67 @@ def plan_from_disk(
 ) -> TickPlan:
     files = scan(root, scan_since(cursor, now, watch_seconds))
     return plan_tick(files, cursor, now, grace_seconds, watch_seconds, registered, max_new)
+
+
+def retry_delay(attempts: int) -> float:
+    return min(RETRY_FIRST_DELAY_SECONDS * 2**attempts, RETRY_MAX_DELAY_SECONDS)
+
+
+@dataclass
+class RetryPlan:
+    due: list[tuple[str, str, int]] = field(default_factory=list)  # (first, last, attempt) ranges to request
+    given_up: list[str] = field(default_factory=list)  # failed on every attempt: left failed, reported once
+    retry: dict[str, list[float]] = field(default_factory=dict)  # the cursor's new retry state
+
+
+def contiguous_groups(ordered_keys: list[str], wanted: set[str]) -> list[list[str]]:
+    """Split `wanted` into runs of keys adjacent in registration order (what a partition range means)."""
+    groups: list[list[str]] = []
+    current: list[str] = []
+    for key in ordered_keys:
+        if key in wanted:
+            current.append(key)
+        elif current:
+            groups.append(current)
+            current = []
+    if current:
+        groups.append(current)
+    return groups
+
+
+def contiguous_ranges(ordered_keys: list[str], wanted: set[str]) -> list[tuple[str, str]]:
+    return [(g[0], g[-1]) for g in contiguous_groups(ordered_keys, wanted)]
+
+
+def plan_retries(
+    failed: set[str],
+    in_progress: set[str],
+    retry: dict[str, list[float]],
+    now: float,
+    registered: list[str],
+    attempts: int = RETRY_ATTEMPTS,
+) -> RetryPlan:
+    """Which failed minute files to request again now.
+
+    `failed`: minute files whose latest run failed (for any of their assets); `in_progress`: ones
+    being run. A failed minute is first retried a minute after it is seen, then after 2, 4, ... minutes;
+    a minute that stops failing (a retry, a re-run by hand, a changed file) is forgotten. Due minutes
+    that are adjacent in registration order are requested together, as one range run.
+    """
+    plan = RetryPlan()
+    due: dict[str, int] = {}
+    for key in sorted(failed | (set(retry) & in_progress)):
+        done, not_before = retry.get(key, [0, now + retry_delay(0)])
+        done = int(done)
+        if key in in_progress or now < not_before:
+            plan.retry[key] = [done, not_before]
+        elif done >= attempts:
+            if key in retry and not_before > 0:
+                plan.given_up.append(key)
+            plan.retry[key] = [done, 0.0]  # 0: reported; kept so that it is not requested again
+        else:
+            due[key] = done + 1
+            plan.retry[key] = [done + 1, now + retry_delay(done + 1)]
+    for group in contiguous_groups(registered, set(due)):
+        plan.due.append((group[0], group[-1], max(due[k] for k in group)))
+    return plan

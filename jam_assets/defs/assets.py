@@ -23,7 +23,7 @@ from .checks import CHECK_SPECS, check_results
 from .partitions import backfill_policy, minute_files
 from .settings import JamSettings
 
-RAW_LOG = "raw_log"
+RAW_LOG = schema.RAW_LOG
 GROUPS = {RAW_LOG: "raw", schema.REJECTED: "rejected", **{t: "tables" for t in schema.TABLES}}
 POOL = "jam_warehouse"
 WAREHOUSE_KIND = "bigquery" if os.environ.get("DAGSTER_DEPLOYMENT") == "production" else "duckdb"

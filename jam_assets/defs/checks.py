@@ -14,7 +14,7 @@ from ..core import quality, schema
 from ..core.transform import MinuteFileSummary
 from .settings import JamSettings
 
-RAW_LOG = "raw_log"
+RAW_LOG = schema.RAW_LOG
 LINES_ACCOUNTED = "lines_accounted"
 CODEC_LEN = "codec_len_matches"
 PREIMAGE_HASH = "preimage_hash_matches_h"

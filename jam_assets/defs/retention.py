@@ -31,7 +31,7 @@ def prune_minute_partitions(context: dg.OpExecutionContext, settings: JamSetting
         context.log.info("no minute partitions past the retention period")
         return 0
     done = set(old)
-    for asset in ("raw_log", *schema.ALL_TABLES):
+    for asset in schema.MINUTE_FILE_ASSETS:
         done &= instance.get_materialized_partitions(dg.AssetKey(asset))
     kept = len(old) - len(done)
     for key in sorted(done):

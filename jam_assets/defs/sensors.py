@@ -1,21 +1,50 @@
-"""The sensor on the log root: registers closed minute files as partitions and requests their runs."""
+"""The sensor on the log root: registers closed minute files as partitions and requests their runs,
+and requests again, with backoff, the minute files whose last run failed."""
 
+from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+import time
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from ..core.watch import WatchCursor, plan_from_disk
+from ..core import schema
+from ..core.minute_files import minute_start
+from ..core.watch import WatchCursor, plan_from_disk, plan_retries
 from .jobs import minute_tables_job
 from .partitions import minute_files, range_tags
 from .settings import JamSettings
 
 SENSOR_INTERVAL_SECONDS = 10
+# Failed partitions are looked up at most this often, for the minute files of the last day.
+FAILURE_CHECK_SECONDS = 60
+FAILURE_LOOKBACK = timedelta(days=1)
+ATTEMPT_TAG = "jam/retry_attempt"
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def partition_states(instance: dg.DagsterInstance, keys: list[str]) -> tuple[set[str], set[str]]:
+    """(minute files whose latest run failed for some asset, minute files being run), from Dagster's status."""
+    failed: set[str] = set()
+    running: set[str] = set()
+    if not keys:
+        return failed, running
+    for asset in schema.MINUTE_FILE_ASSETS:
+        status = instance.get_status_by_partition(dg.AssetKey(asset), keys, minute_files) or {}
+        failed.update(k for k, s in status.items() if s == dg.AssetPartitionStatus.FAILED)
+        running.update(k for k, s in status.items() if s == dg.AssetPartitionStatus.IN_PROGRESS)
+    return failed - running, running
+
+
+def _run_request(keys_or_range: tuple[str, str], run_key: str, tags: dict[str, str] | None = None) -> dg.RunRequest:
+    first, last = keys_or_range
+    if first == last:
+        return dg.RunRequest(run_key=run_key, partition_key=first, tags=tags or {})
+    return dg.RunRequest(run_key=run_key, tags={**range_tags(first, last), **(tags or {})})
 
 
 @dg.sensor(
@@ -24,28 +53,26 @@ def _now() -> datetime:
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registers each closed minute file under JAM_LOG_DIR as a partition and materializes every "
-    "table for it; re-runs a file that changes within the watch window.",
+    "table for it; re-runs a file that changes within the watch window; requests a minute file whose run "
+    "failed again, with backoff (1, 2, 4 ... 32 minutes).",
 )
 def minute_file_sensor(context: dg.SensorEvaluationContext, settings: JamSettings) -> dg.SensorResult:
     cursor = WatchCursor.loads(context.cursor)
-    registered = set(context.instance.get_dynamic_partitions(minute_files.name))
-    plan = plan_from_disk(
-        settings.log_root, cursor, _now(), settings.grace_seconds, settings.watch_seconds, registered
-    )
+    ordered = context.instance.get_dynamic_partitions(minute_files.name)
+    registered = set(ordered)
+    now = _now()
+    plan = plan_from_disk(settings.log_root, cursor, now, settings.grace_seconds, settings.watch_seconds, registered)
     run_requests: list[dg.RunRequest] = []
-    if len(plan.new) == 1:
-        f = plan.new[0]
-        run_requests.append(dg.RunRequest(run_key=f"{f.key}@{f.signature}", partition_key=f.key))
-    elif plan.new:
+    if plan.new:
         # New keys are registered in sorted order in this tick, so they are contiguous: one run.
         first, last = plan.new[0].key, plan.new[-1].key
-        digest = hashlib.sha1("".join(f"{f.key}@{f.signature};" for f in plan.new).encode()).hexdigest()[:12]
-        run_requests.append(
-            dg.RunRequest(run_key=f"{first}...{last}@{digest}", tags=range_tags(first, last))
-        )
+        signature = plan.new[0].signature if first == last else hashlib.sha1(
+            "".join(f"{f.key}@{f.signature};" for f in plan.new).encode()).hexdigest()[:12]
+        run_key = f"{first}@{signature}" if first == last else f"{first}...{last}@{signature}"
+        run_requests.append(_run_request((first, last), run_key))
     for f in plan.changed:
         context.log.info(f"minute file {f.key} changed since it was processed ({f.signature}); processing it again")
-        run_requests.append(dg.RunRequest(run_key=f"{f.key}@{f.signature}", partition_key=f.key))
+        run_requests.append(_run_request((f.key, f.key), f"{f.key}@{f.signature}"))
     for key in plan.gone:
         context.log.warning(f"minute file {key} disappeared from {settings.log_root}; its outputs are left alone")
     if plan.adopted:
@@ -55,8 +82,29 @@ def minute_file_sensor(context: dg.SensorEvaluationContext, settings: JamSetting
         )
     if plan.deferred:
         context.log.info(f"{plan.deferred} more new minute files will be requested on the next tick")
+
+    next_cursor = plan.cursor
+    next_cursor.retry, next_cursor.failures_checked = cursor.retry, cursor.failures_checked
+    clock = time.time()
+    if clock - cursor.failures_checked >= FAILURE_CHECK_SECONDS:
+        since = now - FAILURE_LOOKBACK
+        recent = [k for k in ordered if minute_start(k) >= since]
+        failed, running = partition_states(context.instance, recent)
+        retries = plan_retries(failed, running, cursor.retry, clock, ordered)
+        next_cursor.retry, next_cursor.failures_checked = retries.retry, clock
+        for first, last, attempt in retries.due:
+            what = first if first == last else f"{first} ... {last}"
+            context.log.warning(f"minute file(s) {what} failed; requesting them again (retry {attempt})")
+            run_requests.append(
+                _run_request((first, last), f"retry:{first}...{last}#{attempt}@{int(clock)}", {ATTEMPT_TAG: str(attempt)})
+            )
+        for key in retries.given_up:
+            context.log.error(
+                f"minute file {key} failed on every retry; it stays failed until it is re-run by hand "
+                "(Assets > raw_log > Materialize, or jam-etl run)"
+            )
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[minute_files.build_add_request([f.key for f in plan.new])] if plan.new else [],
-        cursor=plan.cursor.dumps(),
+        cursor=next_cursor.dumps(),
     )
