@@ -1,41 +1,70 @@
-"""The code location: `dagster dev` (via workspace.yaml) and `jam-etl` load `defs` from here."""
+"""The code location: `dagster dev`/`dg dev` (via workspace.yaml or [tool.dg]) and `jam-etl` load it from here.
+
+Loading it has no side effects: the environment is read (once, by `resources_for`), nothing is
+written and nothing is set.
+"""
 
 from __future__ import annotations
 
+import warnings
+from datetime import timedelta
+
 import dagster as dg
 
+from .core import schema
+from .defs.alerts import alert_on_run_failure
 from .defs.assets import minute_file_tables
 from .defs.dune import dune_schedule, dune_upload_job
 from .defs.jobs import minute_tables_job
 from .defs.resources import deployment_name, resources_for
 from .defs.retention import prune_minute_partitions_job, retention_schedule
 from .defs.sensors import minute_file_sensor
-from .event_log_storage import batch_event_writes
+from .defs.settings import Env
 
-# Every process that runs this code location's steps (jam-etl, a run launched by the daemon or the
-# UI, `dagster asset materialize`) imports this module first: range runs then write their events
-# in batches however they were started.
-batch_event_writes()
+# In production a table with no new minute file for this long shows as stale (the receiver or
+# the sensor stopped); warn half-way.
+FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=5))
 
 
-def build_defs(resources: dict[str, object] | None = None) -> dg.Definitions:
-    resources = resources if resources is not None else resources_for()
-    production = deployment_name() == "production"
+def _per_deployment(production: bool):
+    warehouse = "bigquery" if production else "duckdb"
+
+    def spec(s: dg.AssetSpec) -> dg.AssetSpec:
+        if s.key.path[-1] not in schema.ALL_TABLES:
+            return s
+        s = s.replace_attributes(kinds={*s.kinds, warehouse})
+        return dg.apply_freshness_policy(s, FRESHNESS) if production else s
+
+    return spec
+
+
+def build_defs(resources: dict[str, object] | None = None, env: Env | None = None) -> dg.Definitions:
+    env = env or Env()
+    production = deployment_name(env) == "production"
+    resources = resources if resources is not None else resources_for(env=env)
     jobs = [minute_tables_job, prune_minute_partitions_job]
     schedules = [retention_schedule(running=production)]
+    sensors = [minute_file_sensor]
     if "dune" in resources:  # configured by DUNE_API_KEY
         jobs.append(dune_upload_job)
         schedules.append(dune_schedule(running=production))
-    return dg.Definitions(
+    if "alerts" in resources:  # configured by JAM_ALERT_WEBHOOK
+        sensors.append(alert_on_run_failure)
+    definitions = dg.Definitions(
         assets=[minute_file_tables],
         # Every job here is one step: a process of its own for it would only add its start-up
         # (seconds per run, the larger part of a sensor run's latency).
         executor=dg.in_process_executor,
         jobs=jobs,
-        sensors=[minute_file_sensor],
+        sensors=sensors,
         schedules=schedules,
         resources=resources,
     )
+    with warnings.catch_warnings():  # map_asset_specs is a preview API in Dagster 1.13
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return definitions.map_asset_specs(func=_per_deployment(production))
 
 
-defs = build_defs()
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_defs()

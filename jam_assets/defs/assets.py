@@ -7,7 +7,6 @@ The step handles one minute file or a whole range of them (single-run backfills)
 """
 
 
-import os
 import time
 from collections.abc import Iterator
 
@@ -19,6 +18,7 @@ from ..core.minute_files import locate
 from ..core.parallel import MinuteFileJob, stage_minute_files
 from ..core.staging import StagedRun, StagedTable, discard, sweep_stale
 from ..core.transform import MinuteFileSummary
+from ..event_log_storage import batch_event_writes
 from .checks import CHECK_SPECS, check_results
 from .partitions import backfill_policy, minute_files
 from .settings import JamSettings
@@ -26,7 +26,6 @@ from .settings import JamSettings
 RAW_LOG = schema.RAW_LOG
 GROUPS = {RAW_LOG: "raw", schema.REJECTED: "rejected", **{t: "tables" for t in schema.TABLES}}
 POOL = "jam_warehouse"
-WAREHOUSE_KIND = "bigquery" if os.environ.get("DAGSTER_DEPLOYMENT") == "production" else "duckdb"
 _PROGRESS_SECONDS = 10.0
 RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
@@ -96,7 +95,7 @@ _OUTS = {
             group_name=GROUPS[t],
             description=_description(t),
             metadata={"dagster/column_schema": column_schema(t), "schema_file": f"schema/{t}.json"},
-            kinds={"jsonl", WAREHOUSE_KIND},
+            kinds={"jsonl"},  # and the warehouse's, added per deployment (definitions.py)
         )
         for t in schema.ALL_TABLES
     },
@@ -171,6 +170,7 @@ def derive_minute_files(
     retry_policy=RETRY_POLICY,
 )
 def minute_file_tables(context: dg.AssetExecutionContext, settings: JamSettings) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    batch_event_writes()
     selected = selected_names(context)
     tables = [t for t in schema.ALL_TABLES if t in selected]
     sweep_stale(settings.staging_dir(context.run_id).parent)

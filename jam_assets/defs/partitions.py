@@ -12,3 +12,11 @@ backfill_policy = dg.BackfillPolicy.single_run()
 def range_tags(first: str, last: str) -> dict[str, str]:
     """Run tags that make one run cover every minute_files key registered from `first` to `last`."""
     return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+
+
+def describe_partitions(tags: dict[str, str]) -> str:
+    """The minute file(s) a run covers, from its tags: `K`, `A ... B`, or '' for a run without partitions."""
+    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    if start and end:
+        return start if start == end else f"{start} ... {end}"
+    return tags.get("dagster/partition", "")

@@ -9,6 +9,7 @@ reaches the resources as a `dg.EnvVar`, so the UI shows variable names, never va
 
 from __future__ import annotations
 
+from .alerts import AlertWebhook
 from .dune import DuneResource
 from .io_managers import TablesIOManager
 from .settings import Env, JamSettings, SettingsError, settings_from_env
@@ -89,4 +90,7 @@ def resources_for(deployment: str | None = None, settings: JamSettings | None = 
     deployment = deployment or deployment_name(env)
     production = deployment == "production"
     settings = settings or settings_from_env(env, production=production)
-    return production_resources(settings, env) if production else local_resources(settings)
+    resources = production_resources(settings, env) if production else local_resources(settings)
+    if env.is_set("JAM_ALERT_WEBHOOK"):
+        resources["alerts"] = AlertWebhook(url=env.string("JAM_ALERT_WEBHOOK"))
+    return resources
