@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterable
+from datetime import date
 from pathlib import Path
 from typing import IO
 
@@ -120,3 +121,42 @@ def sweep_stale(staging_root: Path, older_than_seconds: float = 6 * 3600) -> int
         except FileNotFoundError:
             continue
     return removed
+
+
+def prune_exports(export_root: Path, tables: Iterable[str], before: date) -> tuple[int, int]:
+    """Delete the export files of minutes on days before `before`, whole day folders at a time.
+
+    Returns (files, bytes) removed. Only `<table>/YYYY/MM/DD` folders are looked at (year and month
+    folders wholly before the cutoff are listed, nothing else), so the cost is a few directory
+    listings per table, however much history is kept.
+    """
+    files = size = 0
+    cutoff = before.strftime("%Y/%m/%d")
+    for table in tables:
+        base = export_root / table
+        for year in _digit_dirs(base, 4):
+            if year > cutoff[:4]:
+                continue
+            for month in _digit_dirs(base / year, 2):
+                if f"{year}/{month}" > cutoff[:7]:
+                    continue
+                for day in _digit_dirs(base / year / month, 2):
+                    if f"{year}/{month}/{day}" >= cutoff:
+                        continue
+                    folder = base / year / month / day
+                    for entry in os.scandir(folder):
+                        files += 1
+                        size += entry.stat().st_size
+                    shutil.rmtree(folder, ignore_errors=True)
+                if not any((base / year / month).iterdir()):
+                    (base / year / month).rmdir()
+            if not any((base / year).iterdir()):
+                (base / year).rmdir()
+    return files, size
+
+
+def _digit_dirs(path: Path, width: int) -> list[str]:
+    try:
+        return sorted(e.name for e in os.scandir(path) if e.is_dir() and len(e.name) == width and e.name.isdigit())
+    except FileNotFoundError:
+        return []

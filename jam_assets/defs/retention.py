@@ -1,4 +1,4 @@
-"""Retention: forget minute partitions older than the retention period, keep their data.
+"""Retention: forget minute partitions older than the retention period; optionally prune old exports.
 
 Dagster's UI slows past ~100,000 partitions, which minute partitions reach in ~69 days. Once a
 minute file is older than `retention_days` (default 60, `JAM_RETENTION_DAYS`) and its raw_log and
@@ -6,6 +6,10 @@ tables were materialized, its key is deleted from `minute_files`. Its rows stay 
 the warehouse, and its run history stays in the instance. Re-running an old minute later is just
 `jam-etl run` (or the sensor, if the file changes inside the watch window): the key is registered
 again.
+
+The exports are kept forever unless `JAM_EXPORT_RETENTION_DAYS` is set: then the same daily job
+deletes the export files of minutes older than that (whole day folders). The warehouse keeps its
+rows either way; Dune has what it was sent.
 """
 
 from datetime import datetime, timedelta, timezone
@@ -14,6 +18,7 @@ import dagster as dg
 
 from ..core import schema
 from ..core.minute_files import minute_start
+from ..core.staging import prune_exports
 from .partitions import minute_files
 from .settings import JamSettings
 
@@ -43,9 +48,22 @@ def prune_minute_partitions(context: dg.OpExecutionContext, settings: JamSetting
     return len(done)
 
 
-@dg.job(description="Retention for the minute_files partitions (see jam_assets/defs/retention.py).")
+@dg.op(description="Delete export files of minutes older than JAM_EXPORT_RETENTION_DAYS (0, the default: keep all).")
+def prune_old_exports(context: dg.OpExecutionContext, settings: JamSettings) -> int:
+    if not settings.export_retention_days:
+        context.log.info("exports are kept (JAM_EXPORT_RETENTION_DAYS is 0)")
+        return 0
+    before = (datetime.now(timezone.utc) - timedelta(days=settings.export_retention_days)).date()
+    files, size = prune_exports(settings.export_root, schema.ALL_TABLES, before)
+    context.log.info(f"deleted {files} export files ({size / 1e6:.1f} MB) of minutes before {before}")
+    context.add_output_metadata({"files_deleted": files, "bytes_deleted": size, "before": str(before)})
+    return files
+
+
+@dg.job(description="Retention for the minute_files partitions and the exports (see jam_assets/defs/retention.py).")
 def prune_minute_partitions_job():
     prune_minute_partitions()
+    prune_old_exports()
 
 
 def retention_schedule(running: bool) -> dg.ScheduleDefinition:
