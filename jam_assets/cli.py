@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import socket
 import sys
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -43,6 +44,41 @@ def open_instance():
         if not config.exists():
             config.symlink_to(PROJECT_ROOT / "dagster.yaml")
         return home, dg.DagsterInstance.get()
+
+
+PID_TAG, HOST_TAG = "jam/pid", "jam/host"
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
+def release_dead_runs(instance) -> list[str]:
+    """Mark failed the jam-etl runs of this machine whose process is gone (killed), freeing their pool slot.
+
+    A run executed in-process holds the `jam_warehouse` slot in the instance; if its process is
+    killed, nobody else ends the run, and every later run would wait for that slot forever.
+    """
+    import dagster as dg
+
+    released = []
+    records = instance.get_run_records(
+        dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING], tags={HOST_TAG: socket.gethostname()})
+    )
+    for record in records:
+        run = record.dagster_run
+        pid = run.tags.get(PID_TAG, "")
+        if pid.isdigit() and _process_gone(int(pid)):
+            instance.report_run_failed(run, message=f"the jam-etl process {pid} that ran it is gone (killed?)")
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            released.append(run.run_id)
+    return released
 
 
 def _human_bytes(n: float) -> str:
@@ -83,9 +119,11 @@ def run(settings: JamSettings, include_open: bool = False) -> int:
         print(f"  skipping {len(open_files)} minute file(s) whose minute is not over yet: {', '.join(f.key for f in open_files)}")
     defs = build_defs(resources_for(settings=configured))
     job = defs.resolve_job_def("minute_tables_job")
+    for run_id in release_dead_runs(instance):
+        print(f"  run {run_id[:8]} was left running by a jam-etl process that is gone: marked failed, its pool slot freed")
     results = []
     for start, end in ranges:
-        tags = range_tags(start, end)
+        tags = {**range_tags(start, end), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
         print(f"  materializing {start} ... {end} in one run", flush=True)
         result = job.execute_in_process(
             instance=instance,
