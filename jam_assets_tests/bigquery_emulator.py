@@ -540,10 +540,12 @@ class BigQueryProxy:
         self._faults: list[Fault] = []
         self._lock = threading.RLock()
         self._alias: dict[str, str] = {}  # caller's job id -> emulator's job id (uploads)
-        self._upload_job_ids: dict[str, str] = {}  # resumable upload_id -> caller's job id
+        self._uploads: dict[str, tuple[str | None, dict]] = {}  # resumable upload_id -> (caller's job id, configuration)
         self._known_jobs: set[tuple[str, str]] = set()
         self._synthetic: dict[tuple[str, str], tuple[dict, ScriptedError]] = {}
         self._synthetic_uploads: dict[str, tuple[str, str, dict, ScriptedError]] = {}
+        self._expiration: dict[tuple[str, str, str], str] = {}  # table -> expirationTime as sent
+        self._rows_before: dict[str | None, int] = {}  # load job id (the emulator's) -> destination rows before it
         self._server: ThreadingHTTPServer | None = None
 
     # -- lifecycle --
@@ -758,12 +760,39 @@ class BigQueryProxy:
                 path = f"/bigquery/v2/projects/{project}/{kind}/{quote(self._alias[job_id])}{suffix or ''}"
         if req.upload_type == "multipart":
             body = self._fix_multipart_media_type(req)
+        rows_before = self._rows_before_append(req)
         target = path + (f"?{raw_query}" if raw_query else "")
         status, resp_headers, payload = self._upstream(req.method, target, body, headers)
-        status, resp_headers, payload = self._fix_response(req, status, resp_headers, payload, client_job_id)
+        status, resp_headers, payload = self._fix_response(req, status, resp_headers, payload, client_job_id,
+                                                           rows_before)
         if fault is not None:  # forward=True: the work was done, the answer is lost
             return _error_response(fault.error)
         return status, resp_headers, payload
+
+    def _rows_before_append(self, req: RecordedRequest) -> int | None:
+        """numRows of a WRITE_APPEND load's destination before the upload that runs the load (the
+        emulator reports the table's row count after the load as the job's outputRows)."""
+        if req.upload_type == "multipart" and req.method == "POST":
+            configuration = (req.job_resource or {}).get("configuration") or {}
+        elif req.method == "PUT" and req.path.startswith("/upload/"):
+            with self._lock:
+                configuration = self._uploads.get(req.query.get("upload_id", [""])[0], (None, {}))[1]
+        else:
+            return None
+        load = configuration.get("load") or {}
+        dest = load.get("destinationTable") or {}
+        if (load.get("writeDisposition") or "WRITE_APPEND") != "WRITE_APPEND" or not dest.get("tableId"):
+            return None
+        project = dest.get("projectId") or self.project
+        if not self._dataset_exists(project, dest.get("datasetId", "")):
+            return None
+        status, table = self._upstream_json(
+            "GET", f"/bigquery/v2/projects/{project}/datasets/{dest.get('datasetId')}/tables/{dest['tableId']}")
+        if status != 200:
+            return None
+        # numRows follows loads only, not DML: count.
+        body = self._run_sql(project, f"SELECT COUNT(*) AS n FROM `{project}.{dest['datasetId']}.{dest['tableId']}`")
+        return int(body["rows"][0]["f"][0]["v"]) if body and body.get("rows") else None
 
     # -- at="result" faults --
 
@@ -856,7 +885,7 @@ class BigQueryProxy:
     # -- response rewriting --
 
     def _fix_response(self, req: RecordedRequest, status: int, headers: dict, payload: bytes,
-                      client_job_id: str | None) -> tuple[int, dict, bytes]:
+                      client_job_id: str | None, rows_before: int | None = None) -> tuple[int, dict, bytes]:
         is_json = "json" in headers.get("content-type", headers.get("Content-Type", "")).lower()
         body = None
         if is_json and payload:
@@ -899,15 +928,18 @@ class BigQueryProxy:
             if req.method == "POST" and req.upload_type == "resumable":
                 location = headers.get("Location") or headers.get("location") or ""
                 upload_id = parse_qs(urlparse(location).query).get("upload_id", [""])[0]
-                if client_job_id and upload_id:
+                if upload_id:
                     with self._lock:
-                        self._upload_job_ids[upload_id] = client_job_id
+                        self._uploads[upload_id] = (client_job_id, (req.job_resource or {}).get("configuration") or {})
             elif isinstance(body, dict) and body.get("kind") == "bigquery#job":
                 if req.method == "POST":
                     wanted = client_job_id
                 else:
                     with self._lock:
-                        wanted = self._upload_job_ids.pop(req.query.get("upload_id", [""])[0], None)
+                        wanted = self._uploads.pop(req.query.get("upload_id", [""])[0], (None, {}))[0]
+                if rows_before:
+                    with self._lock:
+                        self._rows_before[(body.get("jobReference") or {}).get("jobId")] = rows_before
                 emu_ref = body.get("jobReference") or {}
                 if wanted and emu_ref.get("jobId") and emu_ref["jobId"] != wanted:
                     with self._lock:
@@ -915,6 +947,16 @@ class BigQueryProxy:
                     emu_ref["jobId"] = wanted
                     body["id"] = f"{emu_ref.get('projectId', self.project)}:{wanted}"
                     changed = True
+
+        # Load jobs report the rows they loaded, not the table's rows after the load.
+        if isinstance(body, dict) and body.get("kind") == "bigquery#job":
+            job_id = (body.get("jobReference") or {}).get("jobId")
+            with self._lock:
+                before = self._rows_before.get(job_id) or self._rows_before.get(self._alias.get(job_id))
+            load_stats = (body.get("statistics") or {}).get("load") or {}
+            if before and "outputRows" in load_stats and not (body.get("status") or {}).get("errorResult"):
+                load_stats["outputRows"] = str(int(load_stats["outputRows"]) - before)
+                changed = True
 
         # Remember created jobs (for the 409 on a second insert with the same id).
         if status == 200 and isinstance(body, dict) and body.get("kind") == "bigquery#job":
@@ -944,9 +986,45 @@ class BigQueryProxy:
         if status == 200:
             self._sync_after(req, body)
 
+        # Table resources: legacy type names, and the expirationTime the emulator drops.
+        if status in (200, 204):
+            changed |= self._fix_table_resource(req, body)
+
         if changed:
             payload = json.dumps(body).encode()
         return status, headers, payload
+
+    def _fix_table_resource(self, req: RecordedRequest, body) -> bool:
+        tm = _TABLE_PATH.match(req.path)
+        dm = _DATASET_PATH.match(req.path)
+        with self._lock:
+            if req.method == "DELETE" and tm:
+                self._expiration.pop(tm.groups(), None)
+            elif req.method == "DELETE" and dm and not dm.group(3):
+                for key in [k for k in self._expiration if k[:2] == dm.groups()[:2]]:
+                    del self._expiration[key]
+        if not isinstance(body, dict) or body.get("kind") != "bigquery#table":
+            return False
+        ref = body.get("tableReference") or {}
+        key = (ref.get("projectId"), ref.get("datasetId"), ref.get("tableId"))
+        changed = _legacy_type_names((body.get("schema") or {}).get("fields") or [])
+        if req.method in ("POST", "PATCH", "PUT"):
+            try:
+                sent = json.loads(req.body) if req.body else {}
+            except ValueError:
+                sent = {}
+            if "expirationTime" in sent:
+                with self._lock:
+                    if sent["expirationTime"] is None:
+                        self._expiration.pop(key, None)
+                    else:
+                        self._expiration[key] = str(sent["expirationTime"])
+        with self._lock:
+            expiration = self._expiration.get(key)
+        if expiration is not None and body.get("expirationTime") != expiration:
+            body["expirationTime"] = expiration
+            changed = True
+        return changed
 
     @staticmethod
     def _error_from_result(error_result: dict) -> tuple[int, dict, bytes]:
@@ -1080,6 +1158,23 @@ class BigQueryProxy:
             if f["name"].lower() in names:
                 continue
             self._run_sql(project, f"ALTER TABLE `{project}.{dataset}.{table}` ADD COLUMN `{f['name']}` {_sql_type(f)}")
+
+
+_LEGACY_TYPES = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN", "STRUCT": "RECORD"}
+
+
+def _legacy_type_names(fields: list[dict]) -> bool:
+    """BigQuery's tables.get spells types the legacy way (INTEGER, FLOAT, BOOLEAN, RECORD) however
+    the table was made; the emulator echoes what tables.insert sent."""
+    changed = False
+    for f in fields:
+        kind = str(f.get("type", "")).upper()
+        if kind in _LEGACY_TYPES:
+            f["type"] = _LEGACY_TYPES[kind]
+            changed = True
+        if f.get("fields"):
+            changed |= _legacy_type_names(f["fields"])
+    return changed
 
 
 def _sql_type(f: dict) -> str:

@@ -25,6 +25,7 @@ deviations is the docstring of jam_assets_tests/bigquery_emulator.py. In short:
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import io
 import json
@@ -32,6 +33,7 @@ import json
 import pytest
 from google.api_core import exceptions
 from google.cloud import bigquery
+from google.cloud.bigquery import retry as bigquery_retry
 
 from jam_assets_tests.bigquery_emulator import (  # noqa: F401  (fixtures)
     PROJECT,
@@ -49,6 +51,9 @@ UTC = dt.timezone.utc
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 T1 = dt.datetime(2024, 5, 1, 12, 1, tzinfo=UTC)
 T5 = dt.datetime(2024, 5, 1, 12, 5, tzinfo=UTC)
+# The client's own retry predicates with short pauses (the defaults wait about a second).
+FAST_RETRY = bigquery_retry.DEFAULT_RETRY.with_delay(initial=0.01, maximum=0.05)
+FAST_JOB_RETRY = bigquery_retry.DEFAULT_JOB_RETRY.with_delay(initial=0.01, maximum=0.05)
 SCHEMA = [
     bigquery.SchemaField("minute_start", "TIMESTAMP", mode="REQUIRED"),
     bigquery.SchemaField("minute_file", "STRING", mode="REQUIRED"),
@@ -105,9 +110,10 @@ def test_partitioning_and_clustering_round_trip_through_get_table(bq_dataset):
     assert table.time_partitioning.type_ == "DAY"
     assert table.time_partitioning.field == "minute_start"
     assert table.clustering_fields == ["minute_file", "a"]
+    # Sent as INT64/FLOAT64, read back in BigQuery's legacy spelling (the proxy's doing, deviation 23).
     assert [(f.name, f.field_type, f.mode) for f in table.schema] == [
         ("minute_start", "TIMESTAMP", "REQUIRED"), ("minute_file", "STRING", "REQUIRED"),
-        ("a", "INT64", "NULLABLE"), ("b", "STRING", "NULLABLE"), ("c", "FLOAT64", "NULLABLE")]
+        ("a", "INTEGER", "NULLABLE"), ("b", "STRING", "NULLABLE"), ("c", "FLOAT", "NULLABLE")]
     sent = bq_dataset.proxy.requests[0].json()
     assert sent["timePartitioning"] == {"type": "DAY", "field": "minute_start"}
     assert sent["clustering"] == {"fields": ["minute_file", "a"]}
@@ -312,7 +318,7 @@ def test_alter_table_add_column_then_schema_read_back(bq_dataset):
     _insert(bq_dataset, "dest", [(T0, "f1", 1, "x", 1.0)])
     client.query(f"ALTER TABLE `{dest}` ADD COLUMN x STRING").result()
     table = client.get_table(dest)
-    assert [(f.name, f.field_type, f.mode) for f in table.schema][-2:] == [("c", "FLOAT64", "NULLABLE"), ("x", "STRING", "NULLABLE")]
+    assert [(f.name, f.field_type, f.mode) for f in table.schema][-2:] == [("c", "FLOAT", "NULLABLE"), ("x", "STRING", "NULLABLE")]
     assert (table.time_partitioning.field, table.clustering_fields) == ("minute_start", ["minute_file", "a"])
     client.query(f"UPDATE `{dest}` SET x = 'filled' WHERE a = 1").result()
     assert _rows(client, f"SELECT a, x FROM `{dest}`") == [(1, "filled")]
@@ -326,7 +332,7 @@ def test_update_table_with_an_appended_nullable_field(bq_dataset):
     updated = client.update_table(table, ["schema"])
     assert [f.name for f in updated.schema] == ["minute_start", "minute_file", "a", "b", "c", "y", "tags"]
     assert [(f.name, f.field_type, f.mode) for f in client.get_table(dest).schema][-2:] == [
-        ("y", "INT64", "NULLABLE"), ("tags", "STRING", "REPEATED")]
+        ("y", "INTEGER", "NULLABLE"), ("tags", "STRING", "REPEATED")]
     # The stored table has the columns too (the emulator alone would fail here: deviation 10).
     client.query(f"UPDATE `{dest}` SET y = 9007199254740993, tags = ['p', 'q'] WHERE a = 1").result()
     assert _rows(client, f"SELECT a, y, tags FROM `{dest}`") == [(1, 9007199254740993, ["p", "q"])]
@@ -461,7 +467,7 @@ def test_backend_error_503_at_insertion_is_retried_by_the_client(bq_dataset):
     client = bq_dataset.client
     dest, merge = _merge_setup(bq_dataset)
     fault = bq_dataset.proxy.fail_next(query_job("MERGE"), backend_error(503))
-    job = client.query(merge)  # DEFAULT_RETRY retries the insert with the same job id
+    job = client.query(merge, retry=FAST_RETRY)  # DEFAULT_RETRY's predicate retries the insert, same job id
     job.result()
     assert len(fault.hits) == 1
     inserts = [r for r in bq_dataset.proxy.queries() if r.sql == merge]
@@ -475,7 +481,7 @@ def test_lost_answer_is_recovered_through_the_409_without_running_twice(bq_datas
     dest, merge = _merge_setup(bq_dataset)
     _insert(bq_dataset, "staging", [(T0, "f1", 3, "new", 3.0)])
     bq_dataset.proxy.fail_next(query_job("MERGE"), backend_error(500), forward=True)
-    job = client.query(merge)  # ran; 500; retried with the same id -> 409 -> jobs.get
+    job = client.query(merge, retry=FAST_RETRY)  # ran; 500; retried with the same id -> 409 -> jobs.get
     job.result()
     inserts = [r.status for r in bq_dataset.proxy.queries() if r.sql == merge]
     assert inserts == [500, 409]
@@ -487,7 +493,7 @@ def test_rate_limit_in_the_jobs_error_result_is_rerun_by_job_retry(bq_dataset):
     client = bq_dataset.client
     dest, merge = _merge_setup(bq_dataset)
     fault = bq_dataset.proxy.fail_next(query_job("MERGE"), rate_limit_error(), at="result")
-    job = client.query(merge)
+    job = client.query(merge, job_retry=FAST_JOB_RETRY)
     job.result()  # client.query's job_retry re-runs a job that failed with rateLimitExceeded
     inserts = [r for r in bq_dataset.proxy.queries() if r.sql == merge]
     first, second = (r.json()["jobReference"]["jobId"] for r in inserts)
@@ -515,3 +521,86 @@ def test_load_job_failure_in_the_error_result(bq_dataset):
     assert bq_dataset.client.get_table(bq_dataset.table_id("dest")).num_rows == 0
     job = bq_dataset.client.load_table_from_file(io.BytesIO(data), bq_dataset.table_id("dest"), job_config=config, size=len(data))
     assert job.result().output_rows == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# What else the production code meets
+# ----------------------------------------------------------------------------------------------
+
+
+def test_table_metadata_description_and_expiration(bq_dataset):
+    client = bq_dataset.client
+    table = bigquery.Table(bq_dataset.table_id("staging"), schema=[
+        bigquery.SchemaField("minute_start", "TIMESTAMP", mode="REQUIRED", description="start of the minute file"),
+        bigquery.SchemaField("ok", "BOOL"),
+        bigquery.SchemaField("r", "STRUCT", fields=[bigquery.SchemaField("n", "INT64")])])
+    table.description = "JAM telemetry: staging"
+    expires = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    table.expires = expires
+    client.create_table(table)
+    got = client.get_table(bq_dataset.table_id("staging"))
+    assert got.description == "JAM telemetry: staging"
+    assert [(f.name, f.field_type, f.description) for f in got.schema] == [
+        ("minute_start", "TIMESTAMP", "start of the minute file"), ("ok", "BOOLEAN", None), ("r", "RECORD", None)]
+    assert [(f.name, f.field_type) for f in got.schema[2].fields] == [("n", "INTEGER")]
+    # The emulator drops expirationTime; the proxy remembers it (deviation 24). Nothing expires.
+    assert got.expires == expires
+    assert bq_dataset.client.create_table(table, exists_ok=True).expires == expires
+    client.delete_table(table, not_found_ok=True)
+    client.delete_table(table, not_found_ok=True)
+    with pytest.raises(exceptions.NotFound):
+        client.get_table(table)
+
+
+def test_what_the_emulator_does_not_check(bq_dataset):
+    """Leniencies the production tests must not rely on BigQuery's strictness for (deviation 25)."""
+    client, dest = bq_dataset.client, bq_dataset.table_id("dest")
+    _partitioned_table(bq_dataset, "dest")
+    # A NULL in a REQUIRED column: BigQuery refuses it, the emulator stores it.
+    client.query(f"INSERT INTO `{dest}` (minute_file, a) VALUES ('f1', 1)").result()
+    assert _rows(client, f"SELECT minute_start IS NULL FROM `{dest}`") == [(True,)]
+    # NDJSON: a missing REQUIRED field and an unknown field load (BigQuery fails the job), and an
+    # unquoted integer beyond 2^53 loads exactly (BigQuery's loader would read it as a double).
+    data = _ndjson([{"minute_file": "f2", "a": 2}, {"minute_start": "2024-05-01T12:00:00Z", "minute_file": "f3",
+                                                     "a": 9007199254740993, "no_such_column": 1}])
+    config = bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", schema=SCHEMA, job_timeout_ms=60_000)
+    job = client.load_table_from_file(io.BytesIO(data), dest, job_config=config, size=len(data))
+    assert (job.result().output_rows, job.error_result) == (2, None)
+    assert _rows(client, f"SELECT a FROM `{dest}` WHERE minute_file != 'f1' ORDER BY a") == [(2,), (9007199254740993,)]
+    # Every job is in US, whatever location the client asked for.
+    job = client.query("SELECT 1", location="EU", job_config=bigquery.QueryJobConfig(job_timeout_ms=60_000))
+    assert (job.location, [tuple(r.values()) for r in job.result()]) == ("US", [(1,)])
+    assert bq_dataset.proxy.queries()[-1].json()["jobReference"]["location"] == "EU"
+
+
+def test_bad_ndjson_fails_the_load_job_with_reason_invalid(bq_dataset):
+    _partitioned_table(bq_dataset, "dest")
+    data = _ndjson([{"minute_start": "not a time", "minute_file": "f1"}])
+    config = bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", schema=SCHEMA)
+    job = bq_dataset.client.load_table_from_file(io.BytesIO(data), bq_dataset.table_id("dest"), job_config=config, size=len(data))
+    assert job.state == "DONE" and job.error_result["reason"] == "invalid"
+    with pytest.raises(exceptions.BadRequest) as got:
+        job.result()
+    assert got.value.errors[0]["reason"] == "invalid"
+    assert got.value.errors[0]["message"].startswith("Error while reading data, error message: ")
+    assert bq_dataset.client.get_table(bq_dataset.table_id("dest")).num_rows == 0
+
+
+def test_parallel_clients_on_separate_tables(bq_dataset):
+    """The production writer runs its tables side by side on one client: the emulator serves
+    concurrent requests correctly (it serialises the writes)."""
+    client = bq_dataset.client
+
+    def write(i: int) -> tuple[int, int]:
+        _partitioned_table(bq_dataset, f"dest{i}")
+        _partitioned_table(bq_dataset, f"staging{i}")
+        data = _ndjson([{"minute_start": "2024-05-01T12:00:00Z", "minute_file": f"f{n}", "a": n} for n in range(50 + i)])
+        config = bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", schema=SCHEMA, write_disposition="WRITE_TRUNCATE")
+        client.load_table_from_file(io.BytesIO(data), bq_dataset.table_id(f"staging{i}"), job_config=config, size=len(data)).result()
+        job = client.query(f"MERGE `{bq_dataset.table_id(f'dest{i}')}` T USING `{bq_dataset.table_id(f'staging{i}')}` S ON FALSE "
+                           "WHEN NOT MATCHED BY TARGET THEN INSERT (minute_start, minute_file, a) VALUES (S.minute_start, S.minute_file, S.a)")
+        job.result()
+        return job.num_dml_affected_rows, _rows(client, f"SELECT count(*) FROM `{bq_dataset.table_id(f'dest{i}')}`")[0][0]
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(write, range(4))) == [(50 + i, 50 + i) for i in range(4)]
