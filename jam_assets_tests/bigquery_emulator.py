@@ -436,6 +436,19 @@ def not_found_error(message: str) -> ScriptedError:
     return bigquery_error(404, "notFound", message)
 
 
+STOPPED = bigquery_error(400, "stopped", "Job execution was cancelled: User requested cancellation")
+
+
+@dataclass
+class _SyntheticJob:
+    project: str
+    job_id: str
+    job: dict  # the RUNNING resource
+    error: ScriptedError | None  # what it failed with; None while a stalled job is still "running"
+    polls_left: int | None = None
+    original: tuple | None = None  # (request, host, raw query) that created it, run when a stall ends
+
+
 Matcher = Callable[[RecordedRequest], bool]
 
 
@@ -473,6 +486,7 @@ class Fault:
     at: str  # "request" | "result"
     times: int
     forward: bool
+    polls: int | None = None  # stall_next: jobs.get polls answered RUNNING before the job runs
     hits: list[RecordedRequest] = field(default_factory=list)
 
     @property
@@ -511,6 +525,10 @@ def _split_ref(groups: tuple, project: str) -> tuple[str, str, str] | None:
     return tuple(parts) if len(parts) == 3 else None  # type: ignore[return-value]
 
 
+def _path_project(path: str) -> str:
+    return path.split("/projects/")[1].split("/")[0]
+
+
 def _error_response(err: ScriptedError) -> tuple[int, dict, bytes]:
     return err.status, {"Content-Type": "application/json; charset=UTF-8"}, json.dumps(err.body).encode()
 
@@ -542,7 +560,8 @@ class BigQueryProxy:
         self._alias: dict[str, str] = {}  # caller's job id -> emulator's job id (uploads)
         self._uploads: dict[str, tuple[str | None, dict]] = {}  # resumable upload_id -> (caller's job id, configuration)
         self._known_jobs: set[tuple[str, str]] = set()
-        self._synthetic: dict[tuple[str, str], tuple[dict, ScriptedError]] = {}
+        self._reverse_alias: dict[str, str] = {}  # emulator's job id -> caller's
+        self._synthetic: dict[tuple[str, str], _SyntheticJob] = {}
         self._synthetic_uploads: dict[str, tuple[str, str, dict, ScriptedError]] = {}
         self._expiration: dict[tuple[str, str, str], str] = {}  # table -> expirationTime as sent
         self._rows_before: dict[str | None, int] = {}  # load job id (the emulator's) -> destination rows before it
@@ -607,6 +626,18 @@ class BigQueryProxy:
             "error": {"code": status, "message": "scripted error", "errors": [
                 {"domain": "global", "reason": "backendError", "message": "scripted error"}]}})
         fault = Fault(matcher, error, at, times, forward)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def stall_next(self, matcher: Matcher, *, polls: int | None = None, times: int = 1) -> Fault:
+        """Accept the next `times` job creations matching `matcher` as RUNNING without running them:
+        jobs.get answers RUNNING and getQueryResults jobComplete=false (after up to 0.2 s), so
+        ``job.result(timeout=...)`` expires and ``job.done()`` stays False. ``client.cancel_job``
+        stops it (DONE, errorResult reason "stopped"; it never ran). polls=N: after N jobs.get
+        polls the job runs for real and the Nth poll answers its outcome. Not for resumable
+        uploads."""
+        fault = Fault(matcher, STOPPED, "stall", times, False, polls)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -705,7 +736,7 @@ class BigQueryProxy:
             for fault in self._faults:
                 if fault.exhausted:
                     continue
-                if fault.at == "result" and not self._is_job_creation(req):
+                if fault.at in ("result", "stall") and not self._is_job_creation(req):
                     continue
                 if fault.matcher(req):
                     fault.hits.append(req)
@@ -725,35 +756,49 @@ class BigQueryProxy:
 
     def _answer(self, req: RecordedRequest, host: str, raw_query: str) -> tuple[int, dict, bytes]:
         fault = self._take_fault(req)
-        if fault is not None and fault.at == "result":
-            return self._accept_failing_job(req, fault, host)
+        if fault is not None and fault.at in ("result", "stall"):
+            return self._accept_synthetic_job(req, fault, host, raw_query)
         if fault is not None and not fault.forward:
             return _error_response(fault.error)
 
-        # Requests for a job the proxy made up (at="result") never reach the emulator.
+        # Requests for a job the proxy made up (at="result", stall_next) never reach the emulator.
         m = _JOB_PATH.match(req.path)
         if m:
             project, kind, job_id, suffix = m.groups()
-            if (project, job_id) in self._synthetic:
-                return self._answer_synthetic(project, kind, job_id, suffix)
+            with self._lock:
+                synthetic = self._synthetic.get((project, job_id))
+            if synthetic is not None:
+                return self._answer_synthetic(req, synthetic, kind, suffix)
         if req.method == "PUT" and req.path.startswith("/upload/"):
             upload_id = req.query.get("upload_id", [""])[0]
             if upload_id in self._synthetic_uploads:
                 return self._answer_synthetic_upload(req, upload_id)
 
         # Job ids: BigQuery refuses a second job with the same id.
-        resource = req.job_resource
-        client_job_id = None
-        if resource and not (resource.get("configuration") or {}).get("dryRun"):
-            ref = resource.get("jobReference") or {}
-            client_job_id = ref.get("jobId")
-            project = ref.get("projectId") or req.path.split("/projects/")[1].split("/")[0]
-            if client_job_id and (project, client_job_id) in self._known_jobs:
+        client_job_id = self._client_job_id(req)
+        if client_job_id:
+            project = (req.job_resource.get("jobReference") or {}).get("projectId") or _path_project(req.path)
+            if (project, client_job_id) in self._known_jobs:
                 return _error_response(bigquery_error(
                     409, "duplicate", f"Already Exists: Job {project}:{LOCATION}.{client_job_id}"))
 
+        status, resp_headers, payload = self._forward(req, host, raw_query)
+        if fault is not None:  # forward=True: the work was done, the answer is lost
+            return _error_response(fault.error)
+        return status, resp_headers, payload
+
+    @staticmethod
+    def _client_job_id(req: RecordedRequest) -> str | None:
+        resource = req.job_resource
+        if not resource or (resource.get("configuration") or {}).get("dryRun"):
+            return None
+        return (resource.get("jobReference") or {}).get("jobId")
+
+    def _forward(self, req: RecordedRequest, host: str, raw_query: str) -> tuple[int, dict, bytes]:
+        """Send the request to the emulator (job ids mapped, media type fixed), fix the answer."""
         path, body, headers = req.path, req.body, {k: v for k, v in req.headers.items() if k not in _HOP}
         headers["host"] = host  # so the emulator's resumable Location points back at the proxy
+        m = _JOB_PATH.match(req.path)
         if m:
             project, kind, job_id, suffix = m.groups()
             if job_id in self._alias:
@@ -763,11 +808,7 @@ class BigQueryProxy:
         rows_before = self._rows_before_append(req)
         target = path + (f"?{raw_query}" if raw_query else "")
         status, resp_headers, payload = self._upstream(req.method, target, body, headers)
-        status, resp_headers, payload = self._fix_response(req, status, resp_headers, payload, client_job_id,
-                                                           rows_before)
-        if fault is not None:  # forward=True: the work was done, the answer is lost
-            return _error_response(fault.error)
-        return status, resp_headers, payload
+        return self._fix_response(req, status, resp_headers, payload, self._client_job_id(req), rows_before)
 
     def _rows_before_append(self, req: RecordedRequest) -> int | None:
         """numRows of a WRITE_APPEND load's destination before the upload that runs the load (the
@@ -794,12 +835,15 @@ class BigQueryProxy:
         body = self._run_sql(project, f"SELECT COUNT(*) AS n FROM `{project}.{dest['datasetId']}.{dest['tableId']}`")
         return int(body["rows"][0]["f"][0]["v"]) if body and body.get("rows") else None
 
-    # -- at="result" faults --
+    # -- jobs the proxy makes up: at="result" faults and stalled jobs --
 
-    def _accept_failing_job(self, req: RecordedRequest, fault: Fault, host: str) -> tuple[int, dict, bytes]:
-        project = req.path.split("/projects/")[1].split("/")[0]
-        now = str(int(time.time() * 1000))
+    def _accept_synthetic_job(self, req: RecordedRequest, fault: Fault, host: str,
+                              raw_query: str) -> tuple[int, dict, bytes]:
+        project = _path_project(req.path)
+        stall = fault.at == "stall"
         if req.upload_type == "resumable":
+            if stall:
+                raise ValueError("stall_next does not stall resumable uploads; use a multipart upload (size=...)")
             upload_id = f"fault_{uuid.uuid4().hex[:12]}"
             resource = dict(req.job_resource or {})
             job_id = (resource.get("jobReference") or {}).get("jobId") or f"bqemu_fault_{uuid.uuid4().hex[:12]}"
@@ -817,37 +861,84 @@ class BigQueryProxy:
             resource = req.job_resource or {}
             job_id = (resource.get("jobReference") or {}).get("jobId") or f"bqemu_fault_{uuid.uuid4().hex[:12]}"
             configuration = resource.get("configuration", {})
-        job = self._make_synthetic_job(project, job_id, configuration, fault.error, now)
+        entry = self._make_synthetic_job(project, job_id, configuration, None if stall else fault.error,
+                                         str(int(time.time() * 1000)))
+        if stall:
+            entry.polls_left = fault.polls
+            entry.original = (req, host, raw_query)
         if req.is_jobs_query:
-            return _json_response(200, {"kind": "bigquery#queryResponse", "jobReference": job["jobReference"],
+            return _json_response(200, {"kind": "bigquery#queryResponse", "jobReference": entry.job["jobReference"],
                                         "jobComplete": False})
-        return _json_response(200, job)
+        return _json_response(200, entry.job)
 
-    def _make_synthetic_job(self, project: str, job_id: str, configuration: dict, error: ScriptedError,
-                            now: str) -> dict:
+    def _make_synthetic_job(self, project: str, job_id: str, configuration: dict, error: ScriptedError | None,
+                            now: str) -> "_SyntheticJob":
         job = {"kind": "bigquery#job", "id": f"{project}:{LOCATION}.{job_id}",
                "jobReference": {"projectId": project, "jobId": job_id, "location": LOCATION},
                "configuration": configuration, "status": {"state": "RUNNING"},
                "statistics": {"creationTime": now, "startTime": now}}
+        entry = _SyntheticJob(project, job_id, job, error)
         with self._lock:
-            self._synthetic[(project, job_id)] = (job, error)
+            self._synthetic[(project, job_id)] = entry
             self._known_jobs.add((project, job_id))
-        return job
+        return entry
 
-    def _done_synthetic(self, project: str, job_id: str) -> dict:
-        job, error = self._synthetic[(project, job_id)]
-        done = json.loads(json.dumps(job))
-        done["status"] = {"state": "DONE", "errorResult": error.error_result, "errors": [error.error_result]}
+    @staticmethod
+    def _done_synthetic(entry: "_SyntheticJob") -> dict:
+        done = json.loads(json.dumps(entry.job))
+        result = entry.error.error_result
+        done["status"] = {"state": "DONE", "errorResult": result, "errors": [result]}
         done["statistics"]["endTime"] = str(int(time.time() * 1000))
         return done
 
-    def _answer_synthetic(self, project: str, kind: str, job_id: str, suffix: str | None):
-        done = self._done_synthetic(project, job_id)
+    def _answer_synthetic(self, req: RecordedRequest, entry: "_SyntheticJob", kind: str, suffix: str | None):
+        with self._lock:
+            if suffix == "/cancel" and entry.error is None:  # a stalled job stops, never having run
+                entry.error = STOPPED
+            stalled = entry.error is None
+            release = False
+            if stalled and kind == "jobs" and entry.polls_left is not None:
+                entry.polls_left -= 1
+                release = entry.polls_left <= 0
+                if release:
+                    del self._synthetic[(entry.project, entry.job_id)]
+        if release:
+            return self._release(entry)
+        if stalled and kind == "queries":  # getQueryResults waits for the job; answers not done yet
+            wait_ms = int((req.query.get("timeoutMs") or ["200"])[0])
+            time.sleep(min(wait_ms, 200) / 1000)
+            return _json_response(200, {"kind": "bigquery#getQueryResultsResponse",
+                                        "jobReference": entry.job["jobReference"], "jobComplete": False})
+        if stalled:
+            return _json_response(200, entry.job)
         if kind == "queries":  # getQueryResults of a failed job: BigQuery answers the job's error
-            return _error_response(self._synthetic[(project, job_id)][1])
+            return _error_response(entry.error)
+        done = self._done_synthetic(entry)
         if suffix == "/cancel":
             return _json_response(200, {"kind": "bigquery#jobCancelResponse", "job": done})
         return _json_response(200, done)
+
+    def _release(self, entry: "_SyntheticJob") -> tuple[int, dict, bytes]:
+        """A stalled job's polls are over: run its creation request for real; answer jobs.get."""
+        req, host, raw_query = entry.original
+        status, headers, payload = self._forward(req, host, raw_query)
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            body = None
+        if status != 200 or not isinstance(body, dict):
+            return status, headers, payload
+        real_id = (body.get("jobReference") or {}).get("jobId")
+        if body.get("kind") == "bigquery#job" and real_id == entry.job_id:
+            return status, headers, payload
+        real_id = self._alias.get(real_id, real_id)
+        with self._lock:
+            self._alias[entry.job_id] = real_id
+            self._reverse_alias[real_id] = entry.job_id
+        jstatus, jheaders, jpayload = self._upstream(
+            "GET", f"/bigquery/v2/projects/{entry.project}/jobs/{quote(real_id)}")
+        return self._fix_response(RecordedRequest("GET", f"/bigquery/v2/projects/{entry.project}/jobs/{real_id}",
+                                                  {}, {}, b""), jstatus, jheaders, jpayload, None)
 
     def _answer_synthetic_upload(self, req: RecordedRequest, upload_id: str):
         project, job_id, resource, error = self._synthetic_uploads[upload_id]
@@ -859,9 +950,9 @@ class BigQueryProxy:
         if not final:
             return 308, {"Range": f"bytes=0-{m.group(2)}"} if m else {}, b""
         del self._synthetic_uploads[upload_id]
-        job = self._make_synthetic_job(project, job_id, resource.get("configuration", {}), error,
-                                       str(int(time.time() * 1000)))
-        return _json_response(200, job)
+        entry = self._make_synthetic_job(project, job_id, resource.get("configuration", {}), error,
+                                         str(int(time.time() * 1000)))
+        return _json_response(200, entry.job)
 
     # -- request rewriting --
 
@@ -944,6 +1035,7 @@ class BigQueryProxy:
                 if wanted and emu_ref.get("jobId") and emu_ref["jobId"] != wanted:
                     with self._lock:
                         self._alias[wanted] = emu_ref["jobId"]
+                        self._reverse_alias[emu_ref["jobId"]] = wanted
                     emu_ref["jobId"] = wanted
                     body["id"] = f"{emu_ref.get('projectId', self.project)}:{wanted}"
                     changed = True
@@ -957,6 +1049,16 @@ class BigQueryProxy:
             if before and "outputRows" in load_stats and not (body.get("status") or {}).get("errorResult"):
                 load_stats["outputRows"] = str(int(load_stats["outputRows"]) - before)
                 changed = True
+
+        # Jobs the caller knows under another id (uploads, released stalls) keep that id.
+        if isinstance(body, dict):
+            for holder in (body, body.get("job")):
+                ref = holder.get("jobReference") if isinstance(holder, dict) else None
+                if isinstance(ref, dict) and ref.get("jobId") in self._reverse_alias:
+                    ref["jobId"] = self._reverse_alias[ref["jobId"]]
+                    if "id" in holder:
+                        holder["id"] = f"{ref.get('projectId', self.project)}:{ref['jobId']}"
+                    changed = True
 
         # Remember created jobs (for the 409 on a second insert with the same id).
         if status == 200 and isinstance(body, dict) and body.get("kind") == "bigquery#job":

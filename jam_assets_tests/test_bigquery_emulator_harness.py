@@ -604,3 +604,42 @@ def test_parallel_clients_on_separate_tables(bq_dataset):
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         assert list(pool.map(write, range(4))) == [(50 + i, 50 + i) for i in range(4)]
+
+
+def test_stalled_job_times_out_and_is_cancelled(bq_dataset):
+    """Emulator jobs are DONE at once (deviation 12); stall_next holds one RUNNING for timeout and
+    cancel paths."""
+    client = bq_dataset.client
+    dest, merge = _merge_setup(bq_dataset)
+    bq_dataset.proxy.stall_next(query_job("MERGE"))
+    job = client.query(merge, job_retry=None)
+    assert (job.state, job.done()) == ("RUNNING", False)
+    with pytest.raises(concurrent.futures.TimeoutError):
+        job.result(timeout=0.5, job_retry=None)
+    cancelled = client.cancel_job(job.job_id, location=job.location)
+    assert (cancelled.state, cancelled.error_result["reason"]) == ("DONE", "stopped")
+    assert job.done() and job.cancelled() and job.error_result["message"] == "Job execution was cancelled: User requested cancellation"
+    assert _rows(client, f"SELECT a FROM `{dest}`") == [(1,)]  # it never ran
+
+
+def test_stalled_job_runs_after_its_polls(bq_dataset):
+    client = bq_dataset.client
+    dest, merge = _merge_setup(bq_dataset)
+    bq_dataset.proxy.stall_next(query_job("MERGE"), polls=2)
+    job = client.query(merge, job_retry=None)
+    assert job.state == "RUNNING"
+    job.result(timeout=10, job_retry=None)
+    assert (job.state, job.num_dml_affected_rows, job.error_result) == ("DONE", 2, None)
+    polls = [r.status for r in bq_dataset.proxy.requests if r.path.endswith(f"/jobs/{job.job_id}")]
+    assert polls == [200, 200]
+    assert _rows(client, f"SELECT a FROM `{dest}`") == [(2,)]
+    # The same through jobs.query (query_and_wait) and for a multipart load.
+    bq_dataset.proxy.stall_next(query_job("SELECT"), polls=1)
+    assert [tuple(r.values()) for r in client.query_and_wait(f"SELECT a FROM `{dest}`")] == [(2,)]
+    bq_dataset.proxy.stall_next(load_job(), polls=1)
+    data = _ndjson([{"minute_start": "2024-05-01T12:00:00Z", "minute_file": "f9", "a": 9}])
+    load = client.load_table_from_file(io.BytesIO(data), dest, job_id="stalled_load_1", size=len(data),
+                                       job_config=bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", schema=SCHEMA))
+    assert load.state == "RUNNING"
+    assert (load.result(timeout=10).job_id, load.output_rows) == ("stalled_load_1", 1)
+    assert _rows(client, f"SELECT a FROM `{dest}` ORDER BY a") == [(2,), (9,)]
