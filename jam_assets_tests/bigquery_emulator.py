@@ -1,120 +1,155 @@
-"""A real BigQuery REST server for the tests: bqemulator 1.4.0 (SQL run by DuckDB) behind a recording,
-fault-injecting proxy that also makes it answer the way BigQuery does where the two differ.
+"""A real BigQuery REST server for the tests: bqemulator 1.4.0 (its SQL run by DuckDB 1.5.5) behind
+a recording, fault-injecting proxy that also makes it answer the way BigQuery does where the two
+differ. The proxy is the harness boundary: clients only ever talk to it.
 
-Install: ``scripts/ensure-bqemulator`` builds ``.venv-bqemu`` (its own venv: it pins duckdb 1.5.5)
-and a HOME holding DuckDB's spatial extension, which the emulator loads at start and could not
-download here. The fixtures call it, so a plain ``pytest`` works on a fresh machine (the first
-build takes about a minute; after that it is a stamp check).
+Install: ``scripts/ensure-bqemulator`` builds ``.venv-bqemu`` (a venv of its own, every package
+pinned; the project's venv has another duckdb) and a HOME holding DuckDB's spatial extension
+(from the duckdb-extension-spatial package), which the emulator loads at start and could not
+download here. The fixtures run it, so a plain ``pytest`` works on a fresh machine: the first build
+takes about a minute, after that it is a stamp check. The emulator starts in about 1.5 s: it binds a
+free loopback port (port 0, read back from its log), gRPC likewise, with its HOME, DuckDB file and
+upload staging dir in a temp folder that is removed when it stops (SIGTERM to its process group,
+SIGKILL after 5 s; it also gets SIGTERM if the test process dies).
 
 Use::
 
     from jam_assets_tests.bigquery_emulator import bigquery_emulator, bq, bq_dataset  # noqa: F401 (fixtures)
+    from jam_assets_tests.bigquery_emulator import concurrent_update_error, query_job
 
-    def test_it(bq_dataset):                     # or `bq`: same, dataset not created yet
-        client = bq_dataset.client               # google.cloud.bigquery.Client -> the proxy
-        client.query(f"CREATE TABLE `{bq_dataset.table_id('t')}` (a INT64)").result()
-        assert any(r.sql and r.sql.startswith("CREATE") for r in bq_dataset.proxy.requests)
+    def test_it(bq_dataset):                      # `bq`: the same, dataset not created yet
+        client = bq_dataset.client                # a real google.cloud.bigquery.Client -> the proxy
+        bq_dataset.proxy.fail_next(query_job("MERGE"), concurrent_update_error(), at="result")
+        ...                                       # run production code with `client`
+        merges = [r for r in bq_dataset.proxy.queries() if r.sql.startswith("MERGE")]
+        assert all("IN UNNEST(@minute_starts)" in r.sql for r in merges)
 
-``bigquery_emulator`` (session) is one emulator process and one proxy per test process;
-``bq`` (function) gives each test a fresh dataset name, a client, the proxy with its recording and
-faults cleared, and deletes the dataset afterwards. ``run_bigquery_emulator()`` is the same as a
-context manager, for code outside pytest.
+``bigquery_emulator`` (session scope) is one emulator and one proxy per test process, however many
+modules import it (a process-wide singleton, stopped at exit). ``bq`` (function scope) yields a
+:class:`BigQueryTestEnv`: ``client``, ``proxy`` (recording and faults cleared), ``project``, a fresh
+``dataset`` name, ``dataset_id``/``table_id(name)`` ("project.dataset[.table]") and
+``create_dataset()``; afterwards it deletes the dataset and fails the test if the proxy itself
+broke. ``bq_dataset`` is ``bq`` with the dataset created. Outside pytest:
+``with run_bigquery_emulator() as emu: client = emu.client()``. ``make_client(url, token="t")``
+builds a client that sends ``Authorization: Bearer t``; the default is anonymous credentials.
 
-Deviations of bqemulator 1.4.0 from BigQuery, all found by running the real google-cloud-bigquery
-3.x client against it (jam_assets_tests/test_bigquery_emulator_harness.py pins each), and what the
-proxy does about each. "Fixed" means the client sees what BigQuery would send.
+Recording: ``proxy.requests`` holds every :class:`RecordedRequest` as the client sent it, before
+any rewriting (method, path, query, lower-cased headers, body, the status answered), with helpers
+``sql``, ``query_parameters``, ``parameter(name)``, ``job_configuration``, ``upload_type``,
+``media`` (uploaded bytes); ``proxy.queries()`` lists the query-job creations.
+
+Faults: ``proxy.fail_next(matcher, error_or_status, body=None, at=..., times=1, forward=False)``
+answers the next matching request (matchers: ``query_job(prefix)``, ``load_job()``,
+``request_to(method, regex)`` or any predicate on a RecordedRequest; errors:
+``concurrent_update_error(table)`` 400 invalidQuery "Could not serialize access to table p:d.t due
+to concurrent update", ``rate_limit_error()`` 403 rateLimitExceeded, ``backend_error(500|503)``,
+``bigquery_error(status, reason, message)``). ``at="request"``: the request itself gets the error
+and never reaches the emulator, unless ``forward=True``: then it runs and only the answer is
+replaced (BigQuery did the work, the response was lost). ``at="result"``, for job creations
+(jobs.insert, jobs.query, multipart and resumable uploads): the job is accepted as RUNNING and not
+run (BigQuery commits nothing for a failed job); jobs.get then reports it DONE with the error as
+``status.errorResult`` and getQueryResults answers the error, which is how BigQuery reports a DML
+serialisation failure. ``proxy.stall_next(matcher, polls=None)`` accepts a job as RUNNING and keeps
+it so (``job.result(timeout=...)`` expires, ``cancel_job`` stops it with reason "stopped"); with
+``polls=N`` it runs for real at the Nth jobs.get. Mind the client's own retries: a 5xx or a
+rateLimitExceeded answer to a request is retried by ``DEFAULT_RETRY`` (so ``times=1`` heals), and
+``client.query`` re-runs a job that failed with rateLimitExceeded/backendError under a new id
+unless ``job_retry=None`` or a job id is given.
+
+Deviations of bqemulator 1.4.0 from BigQuery: the complete list, each found by running the real
+google-cloud-bigquery 3.47 client against it; jam_assets_tests/test_bigquery_emulator_harness.py
+pins each one it names. "Fixed": the client sees what BigQuery would send.
 
 Fixed by the proxy
-  1. Multipart loads: google-cloud-bigquery sends the media part as ``Content-Type: */*``; the
-     emulator rejects it (400 "unsupported Content-Type '*/*'"). The proxy rewrites that one part
-     header to ``application/octet-stream``. (Resumable uploads are not checked by the emulator.)
-  2. tables.insert into a missing dataset answers 500 internalError (which the client retries for
-     its full 10-minute deadline). The proxy turns any 500 under ``/datasets/{d}`` whose dataset
-     does not exist into BigQuery's 404 ``Not found: Dataset p:d`` (reason notFound), so
-     ``google.api_core.exceptions.NotFound`` is raised at once.
-  3. tables.list of a missing dataset answers 200 with no tables; BigQuery answers 404. Fixed the
-     same way.
-  4. A query reading or writing a table of a missing dataset fails with reason accessDenied (403,
-     "Access Denied: Table p:d.t: User does not have permission ..."); BigQuery fails it with
-     notFound "Not found: Dataset p:d was not found in location US". The proxy rewrites the job's
-     errorResult/errors when the dataset really is missing.
-  5. 404 messages are spelled ``Not found: dataset:p.d`` / ``table:p.d.t`` / ``job:p.j`` and a
-     missing table in SQL ``Table p.d.t was not found``; BigQuery says ``Dataset p:d``,
-     ``Table p:d.t``, ``Job p:US.j``, ``Table p:d.t was not found``. The proxy rewrites them.
-  6. jobs.query (the ``client.query_and_wait`` path) of a failing statement answers 200 with the
-     error only in ``errors[]``, so the client returns an empty result instead of raising. BigQuery
-     answers a non-success status there; the proxy answers the error with the status BigQuery
-     uses for its reason (invalidQuery 400, notFound 404, accessDenied 403, ...).
-  7. jobs.getQueryResults of a failed job answers 404 "job not found"; BigQuery answers the job's
-     error. The proxy does (the client itself reads failures from jobs.get, so this only matters
-     to code that calls getQueryResults directly).
-  8. Upload (load_table_from_file) jobs ignore the client's job id and get ``bqemu_...`` ids;
-     BigQuery keeps the caller's id. The proxy keeps an alias table: responses carry the caller's
-     id and later jobs.get / cancel calls for it go to the emulator's job.
-  9. jobs.insert with a job id that already exists runs the job again (200); BigQuery answers 409
-     duplicate "Already Exists: Job p:US.id" (which the client turns into a jobs.get). The proxy
-     remembers every job id created through it and answers the 409, so a retried MERGE is not
-     applied twice.
- 10. ``ALTER TABLE t ADD COLUMN x ...`` changes the stored table but not the table metadata
+  1. Multipart loads: the client sends the media part as ``Content-Type: */*``; the emulator
+     refuses it (400 "unsupported Content-Type '*/*'"). The proxy rewrites that part header to
+     ``application/octet-stream``. (Resumable uploads, 5 MiB and more, are not checked.)
+  2. tables.insert into a missing dataset answers 500 internalError, which the client retries for
+     its whole 10-minute deadline. Any 500 under ``/datasets/{d}`` whose dataset does not exist
+     becomes BigQuery's 404 ``{"error": {"code": 404, "message": "Not found: Dataset p:d",
+     "errors": [{"reason": "notFound", ...}]}}``, so ``google.api_core.exceptions.NotFound``.
+  3. tables.list of a missing dataset answers 200 and no tables; BigQuery: 404. Fixed likewise.
+  4. A query on a table of a missing dataset fails with accessDenied ("Access Denied: Table p:d.t:
+     User does not have permission ..."); BigQuery: notFound "Not found: Dataset p:d was not found
+     in location US". The job's errorResult/errors are rewritten when the dataset is missing.
+  5. 404 messages read ``Not found: dataset:p.d``, ``table:p.d.t``, ``job:p.j``, and a missing
+     table in SQL ``Table p.d.t was not found``; BigQuery says ``Dataset p:d``, ``Table p:d.t``,
+     ``Job p:US.j``, ``Table p:d.t was not found``. Rewritten.
+  6. jobs.query (``client.query_and_wait``) of a failing statement answers 200 with the error only
+     in ``errors[]``: the client returns an empty result instead of raising. BigQuery answers a
+     non-success status; the proxy answers the error with the status of its reason (invalidQuery
+     400, notFound 404, accessDenied 403, ...).
+  7. getQueryResults of a failed job answers 404 "job not found"; BigQuery answers the job's error.
+     Fixed (the client itself learns failures from jobs.get).
+  8. Upload (load_table_from_file) jobs ignore the caller's job id and get ``bqemu_...`` ids. The
+     proxy keeps an alias table: every answer carries the caller's id, jobs.get/cancel of that id
+     reach the emulator's job. (jobs.list still shows the emulator's ids.)
+  9. jobs.insert of an existing job id runs the job again (200); BigQuery answers 409 duplicate
+     "Already Exists: Job p:US.id", which the client turns into a jobs.get. The proxy remembers the
+     job ids made through it and answers the 409: a retried MERGE is not applied twice.
+ 10. ``ALTER TABLE t ADD COLUMN x ...`` changes the stored table but not the metadata
      (``get_table().schema`` lacks x); ``client.update_table`` with an appended field changes the
-     metadata but not the stored table (``SELECT x`` fails). After either succeeds the proxy brings
-     the other side in line (a tables.patch of the schema, or ALTER TABLE ADD COLUMN per new
-     top-level field). Only top-level additions are synced; nested RECORD changes are not.
- 11. ``CREATE TABLE ... PARTITION BY ... CLUSTER BY ...`` (DDL) records neither the partitioning
-     field nor the clustering in the table metadata (tables.insert with timePartitioning/clustering
-     does round-trip both exactly, field and type included). After such a DDL statement succeeds the
-     proxy patches the table's timePartitioning (DAY/HOUR/MONTH/YEAR on a column, from
-     ``DATE(c)``, ``TIMESTAMP_TRUNC(c, UNIT)``, ``DATETIME_TRUNC``, ``DATE_TRUNC`` or a bare column)
-     and clustering from the statement text. Single statements only, not inside scripts.
+     metadata but not the stored table (``SELECT x`` fails). After either succeeds the proxy makes
+     the other side agree (tables.patch of the schema / ALTER TABLE ADD COLUMN per new field; top
+     level only, not changes inside RECORDs; single statements, not inside scripts).
+ 11. DDL ``CREATE TABLE ... PARTITION BY ... CLUSTER BY ...`` keeps neither the partitioning
+     column nor the clustering in the metadata (tables.insert with timePartitioning/clustering
+     round-trips both exactly). After such a statement succeeds the proxy patches them in from its
+     text: ``DATE(c)``, ``TIMESTAMP_TRUNC(c, DAY|HOUR|MONTH|YEAR)``, ``DATETIME_TRUNC``,
+     ``DATE_TRUNC``, a bare column; ``require_partition_filter = TRUE``. Single statements only.
+ 12. Table resources echo the type names tables.insert sent (INT64, FLOAT64, BOOL, STRUCT);
+     BigQuery's tables.get spells them INTEGER, FLOAT, BOOLEAN, RECORD. Rewritten (nested too).
+ 13. ``expirationTime`` is dropped (``get_table().expires`` is None). The proxy remembers what was
+     sent and reports it; nothing ever expires (an already expired table is created and stays).
+ 14. A load job's ``statistics.load.outputRows`` is the table's row count after the load, not the
+     rows loaded (they differ for WRITE_APPEND to a non-empty table). The proxy counts the table
+     before the upload and reports the difference. ``statistics.load`` has nothing else
+     (no inputFileBytes, outputBytes, badRecords).
+ 15. ``numRows`` in tables.get follows loads and insertAll only, not DML (0 after an INSERT). The
+     proxy counts the rows on each tables.get (``numBytes`` stays the emulator's).
 
-Not fixed: tests must not rely on these (or must assert the emulator's behaviour, as the harness
-tests do)
- 12. Jobs run synchronously inside jobs.insert: every job is DONE in the insert response, so
-     polling, ``job.result(timeout=...)`` expiring and a cancel that stops a running job cannot
-     happen. ``client.cancel_job`` answers the DONE job without an errorResult.
- 13. No concurrency failures: one DuckDB connection behind one write lock serialises all DML, so
-     BigQuery's "Could not serialize access to table ... due to concurrent update" never happens
-     by itself. Inject it: ``proxy.fail_next(query_job("MERGE"), concurrent_update_error(...),
-     at="result")``.
- 14. No cost model: dry runs answer ``totalBytesProcessed`` 0 (BigQuery estimates the bytes) and
-     real jobs report 0 bytes processed and no bytes billed; ``maximumBytesBilled`` is accepted
-     and ignored (BigQuery fails a query over the limit with bytesBilledLimitExceeded, and bills at
-     least 10 MiB per table). Assert the setting on the recorded request instead.
- 15. ``require_partition_filter`` is stored (DDL puts it under timePartitioning) but not enforced;
-     a query without a partition filter succeeds. Assert partition filters on recorded SQL.
- 16. MERGE has no ``INSERT ROW`` and no ``INSERT VALUES (...)`` without a column list (DuckDB
-     parser errors, 400 invalidQuery); ``INSERT (cols) VALUES (...)``, ``WHEN NOT MATCHED BY
-     SOURCE ... THEN DELETE``, ``WHEN NOT MATCHED BY TARGET`` and ``ON FALSE`` work, and
-     ``num_dml_affected_rows`` counts deleted plus inserted rows as BigQuery does.
- 17. Scripts: ``BEGIN TRANSACTION; ...; COMMIT TRANSACTION;`` works and a failing statement
-     (``SELECT ERROR('x')``) or ``ROLLBACK TRANSACTION`` undoes the earlier statements; no child
-     jobs are listed (jobs.list with parentJobId is empty) and the script job's statistics are not
-     BigQuery's.
- 18. SQL error messages are DuckDB's ("Query execution failed: Binder Error: ..."), reason
-     invalidQuery as in BigQuery; do not match on message text beyond what this list names.
- 19. Every job reports location "US" whatever the client asked for; jobs.list ids of upload jobs
-     are the emulator's ``bqemu_...`` ids (see 8).
- 20. No BigQuery Storage API over REST: only REST reads. ``RowIterator.to_dataframe`` /
-     ``to_arrow`` must be called with ``create_bqstorage_client=False`` if
-     google-cloud-bigquery-storage is installed (it is not in the project venv today), or the
-     client would dial Google.
- 21. Authorization is ignored: any or no ``Authorization`` header is accepted. The proxy records
-     headers so tests can assert one was sent (``make_client(token=...)`` sends
-     ``Authorization: Bearer <token>``).
- 22. Dataset and table metadata that the emulator does not model (labels, expiration, etc.) is
-     stored as sent at best; no test here relies on more than schema, partitioning and clustering.
-
-Fault injection (``BigQueryProxy.fail_next``): a matcher sees each :class:`RecordedRequest`.
-``at="request"`` answers the matching request itself with the scripted status and body (the
-emulator never sees it, unless ``forward=True``: then it runs and only the answer is replaced, as
-when BigQuery did the work but the response was lost). ``at="result"`` is for job creation
-(jobs.insert, jobs.query, multipart and resumable uploads): the job is accepted as RUNNING without
-running it (BigQuery commits nothing for a failed job), then jobs.get reports it DONE with the
-scripted error as ``status.errorResult`` and jobs.getQueryResults answers the error, which is how
-BigQuery reports DML serialisation failures. Note the client's own retries: a 5xx or
-rateLimitExceeded at the request is retried by ``DEFAULT_RETRY`` (so ``times=1`` heals), and a job
-that failed with rateLimitExceeded/backendError is re-run under a new id by ``client.query``'s
-``job_retry`` unless a job id was given.
+Not fixed: tests must not rely on these (the harness tests assert what the emulator does)
+ 16. Jobs run inside jobs.insert: every job is DONE in the insert answer, so a real job never
+     polls, ``job.result(timeout=...)`` never expires and ``cancel_job`` answers a DONE job without
+     an errorResult. Use ``proxy.stall_next`` for timeout and cancel paths.
+ 17. No concurrency failures: one DuckDB connection behind one write lock serialises all writes
+     (concurrent clients are served correctly), so "Could not serialize access to table ... due
+     to concurrent update" never happens by itself: inject it.
+ 18. No cost model: dry runs are accepted and answer DONE, the schema and ``totalBytesProcessed``
+     0 (BigQuery estimates the bytes; a dry-run DML does not run, as in BigQuery); real jobs report
+     0 bytes processed, no bytes billed, ``cacheHit`` false; ``maximumBytesBilled`` is accepted and
+     ignored (BigQuery fails a query over it with bytesBilledLimitExceeded, and bills at least
+     10 MiB per table). Assert the setting on the recorded request.
+ 19. ``require_partition_filter`` is stored (by DDL, inside timePartitioning) but not enforced: a
+     query without a partition filter succeeds. Assert partition filters on recorded SQL.
+ 20. MERGE knows no ``INSERT ROW`` and no ``INSERT VALUES (...)`` without a column list (DuckDB
+     parser errors, 400 invalidQuery). ``INSERT (cols) VALUES (...)``, ``ON FALSE``, ``WHEN NOT
+     MATCHED BY SOURCE [AND ...] THEN DELETE``, ``WHEN NOT MATCHED BY TARGET [AND ...]`` and IN
+     UNNEST of ARRAY<TIMESTAMP>/ARRAY<STRING> parameters work, and ``num_dml_affected_rows`` is
+     deleted plus inserted rows, as in BigQuery.
+ 21. Scripts run in one job: ``BEGIN TRANSACTION; ...; COMMIT TRANSACTION;`` commits, and
+     ``ROLLBACK TRANSACTION`` or a failing statement (``SELECT ERROR('x')``: 400 invalidQuery)
+     undoes the earlier statements; but no child jobs exist (jobs.list with parentJobId is empty)
+     and the script job has no per-statement statistics.
+ 22. Error messages of SQL failures are DuckDB's ("Query execution failed: Binder Error: ...",
+     "Parser Error: ..."), reason invalidQuery as in BigQuery; match no message text beyond what
+     this list names. Bad NDJSON fails the load job (DONE, errorResult reason invalid, "Error
+     while reading data, error message: ..." then DuckDB's text), as in BigQuery.
+ 23. Every job is in location US whatever the client asked for.
+ 24. No BigQuery Storage API over REST, only REST reads: call ``to_dataframe``/``to_arrow`` with
+     ``create_bqstorage_client=False`` should google-cloud-bigquery-storage ever be installed in the
+     project venv (it is not today), or the client would dial Google.
+ 25. Authorization is not checked: any or no ``Authorization`` header is accepted. The proxy
+     records headers, so a test can assert that one was sent.
+ 26. Leniencies: a NULL in a REQUIRED column is stored (DML and loads; BigQuery refuses it); an
+     NDJSON field the schema lacks is ignored (BigQuery fails the load unless
+     ignore_unknown_values); an unquoted integer beyond 2^53 in NDJSON loads exactly (BigQuery's
+     loader reads JSON numbers as doubles, hence the quoting, which the emulator also reads
+     exactly). Assert such inputs on the recorded upload (``RecordedRequest.media``).
+ 27. Loads with ``schema_update_options=[ALLOW_FIELD_ADDITION]`` add the field to the metadata
+     only; the stored table does not get the column (its values are lost). Evolve with
+     ``update_table`` (fixed, 10) before loading.
+ 28. Metadata it does not model (labels, partition expiration, table/column options other than
+     descriptions) is at best stored as sent. Descriptions of tables and fields round-trip.
 """
 
 from __future__ import annotations
@@ -1121,6 +1156,14 @@ class BigQueryProxy:
                         self._expiration.pop(key, None)
                     else:
                         self._expiration[key] = str(sent["expirationTime"])
+        if req.method == "GET" and body.get("type", "TABLE") == "TABLE" and all(key):
+            # numRows follows loads and streaming inserts only, not DML: count the rows.
+            counted = self._run_sql(key[0], f"SELECT COUNT(*) AS n FROM `{key[0]}.{key[1]}.{key[2]}`")
+            if counted and counted.get("rows"):
+                n = str(counted["rows"][0]["f"][0]["v"])
+                if body.get("numRows") != n:
+                    body["numRows"] = n
+                    changed = True
         with self._lock:
             expiration = self._expiration.get(key)
         if expiration is not None and body.get("expirationTime") != expiration:

@@ -110,7 +110,7 @@ def test_partitioning_and_clustering_round_trip_through_get_table(bq_dataset):
     assert table.time_partitioning.type_ == "DAY"
     assert table.time_partitioning.field == "minute_start"
     assert table.clustering_fields == ["minute_file", "a"]
-    # Sent as INT64/FLOAT64, read back in BigQuery's legacy spelling (the proxy's doing, deviation 23).
+    # Sent as INT64/FLOAT64, read back in BigQuery's legacy spelling (the proxy's doing, deviation 12).
     assert [(f.name, f.field_type, f.mode) for f in table.schema] == [
         ("minute_start", "TIMESTAMP", "REQUIRED"), ("minute_file", "STRING", "REQUIRED"),
         ("a", "INTEGER", "NULLABLE"), ("b", "STRING", "NULLABLE"), ("c", "FLOAT", "NULLABLE")]
@@ -136,7 +136,7 @@ def test_ddl_partitioning_and_clustering_are_patched_in_by_the_proxy(bq_dataset)
     table = client.get_table(bq_dataset.table_id("ddl_date"))
     assert (table.time_partitioning.type_, table.time_partitioning.field) == ("DAY", "minute_start")
     assert table.clustering_fields == ["f"]
-    # require_partition_filter is stored but not enforced (deviation 15): this succeeds.
+    # require_partition_filter is stored but not enforced (deviation 19): this succeeds.
     assert _rows(client, f"SELECT count(*) FROM `{bq_dataset.table_id('ddl_date')}`") == [(0,)]
 
 
@@ -292,7 +292,7 @@ def test_merge_replaces_one_minute_file_and_counts_affected_rows(bq_dataset):
     assert len(merges) == 2
     assert all("T.minute_start IN UNNEST(@minute_starts)" in r.sql and r.parameter("minute_files") == ["f1"]
                for r in merges)
-    # INSERT ROW and INSERT VALUES without a column list do not parse (deviation 16).
+    # INSERT ROW and INSERT VALUES without a column list do not parse (deviation 20).
     with pytest.raises(exceptions.BadRequest) as got:
         client.query(f"MERGE `{dest}` T USING `{staging}` S ON FALSE WHEN NOT MATCHED THEN INSERT ROW").result()
     assert got.value.errors[0]["reason"] == "invalidQuery"
@@ -301,7 +301,7 @@ def test_merge_replaces_one_minute_file_and_counts_affected_rows(bq_dataset):
 def test_dml_statements_report_affected_rows(bq_dataset):
     client, dest = bq_dataset.client, bq_dataset.table_id("dest")
     _partitioned_table(bq_dataset, "dest")
-    results = []
+    results, counts = [], []
     for sql in (f"INSERT INTO `{dest}` (minute_start, minute_file, a) VALUES (TIMESTAMP '2024-05-01 12:00:00+00', 'f', 1), "
                 "(TIMESTAMP '2024-05-01 12:00:00+00', 'f', 2)",
                 f"UPDATE `{dest}` SET b = 'u' WHERE a = 2",
@@ -309,7 +309,9 @@ def test_dml_statements_report_affected_rows(bq_dataset):
         job = client.query(sql)
         job.result()
         results.append((job.statement_type, job.num_dml_affected_rows))
+        counts.append(client.get_table(dest).num_rows)  # the emulator's own numRows ignores DML (deviation 15)
     assert results == [("INSERT", 2), ("UPDATE", 1), ("DELETE", 2)]
+    assert counts == [2, 2, 0]
 
 
 def test_alter_table_add_column_then_schema_read_back(bq_dataset):
@@ -344,7 +346,7 @@ def test_dry_run_and_maximum_bytes_billed(bq_dataset):
     _insert(bq_dataset, "dest", [(T0, "f1", 1, "x", 1.0)])
     job = client.query(f"SELECT minute_file, a FROM `{dest}`",
                        job_config=bigquery.QueryJobConfig(dry_run=True, use_query_cache=False, maximum_bytes_billed=10**9))
-    # Accepted; DONE at once; the schema is there; the byte estimate is always 0 (deviation 14).
+    # Accepted; DONE at once; the schema is there; the byte estimate is always 0 (deviation 18).
     assert (job.state, job.dry_run, job.total_bytes_processed, job.statement_type) == ("DONE", True, 0, "SELECT")
     assert [(f.name, f.field_type) for f in job.schema] == [("minute_file", "STRING"), ("a", "INTEGER")]
     assert bq_dataset.proxy.requests[-1].job_configuration["dryRun"] is True
@@ -362,7 +364,7 @@ def test_result_with_timeout_and_cancel(bq_dataset):
     client, dest = bq_dataset.client, bq_dataset.table_id("dest")
     _partitioned_table(bq_dataset, "dest")
     job = client.query(f"SELECT count(*) AS n FROM `{dest}`")
-    assert job.state == "DONE"  # jobs run inside jobs.insert (deviation 12)
+    assert job.state == "DONE"  # jobs run inside jobs.insert (deviation 16)
     assert [r["n"] for r in job.result(timeout=5)] == [0]
     cancelled = client.cancel_job(job.job_id)
     assert (cancelled.job_id, cancelled.state, cancelled.error_result) == (job.job_id, "DONE", None)
@@ -543,7 +545,7 @@ def test_table_metadata_description_and_expiration(bq_dataset):
     assert [(f.name, f.field_type, f.description) for f in got.schema] == [
         ("minute_start", "TIMESTAMP", "start of the minute file"), ("ok", "BOOLEAN", None), ("r", "RECORD", None)]
     assert [(f.name, f.field_type) for f in got.schema[2].fields] == [("n", "INTEGER")]
-    # The emulator drops expirationTime; the proxy remembers it (deviation 24). Nothing expires.
+    # The emulator drops expirationTime; the proxy remembers it (deviation 13). Nothing expires.
     assert got.expires == expires
     assert bq_dataset.client.create_table(table, exists_ok=True).expires == expires
     client.delete_table(table, not_found_ok=True)
@@ -553,7 +555,7 @@ def test_table_metadata_description_and_expiration(bq_dataset):
 
 
 def test_what_the_emulator_does_not_check(bq_dataset):
-    """Leniencies the production tests must not rely on BigQuery's strictness for (deviation 25)."""
+    """Leniencies the production tests must not rely on BigQuery's strictness for (deviation 26)."""
     client, dest = bq_dataset.client, bq_dataset.table_id("dest")
     _partitioned_table(bq_dataset, "dest")
     # A NULL in a REQUIRED column: BigQuery refuses it, the emulator stores it.
@@ -607,7 +609,7 @@ def test_parallel_clients_on_separate_tables(bq_dataset):
 
 
 def test_stalled_job_times_out_and_is_cancelled(bq_dataset):
-    """Emulator jobs are DONE at once (deviation 12); stall_next holds one RUNNING for timeout and
+    """Emulator jobs are DONE at once (deviation 16); stall_next holds one RUNNING for timeout and
     cancel paths."""
     client = bq_dataset.client
     dest, merge = _merge_setup(bq_dataset)
