@@ -244,6 +244,18 @@ class EmulatorProcess:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _remove_orphaned_folders() -> None:
+    """Temp folders of emulators whose test process was killed (SIGKILL leaves no time to clean up;
+    the emulator itself dies with its parent)."""
+    for folder in Path(tempfile.gettempdir()).glob("jam-bqemu-*"):
+        try:
+            os.kill(int((folder / "owner.pid").read_text()), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (OSError, ValueError):
+            pass  # no pid file yet (being made) or not ours to judge
+
+
 _LISTEN = re.compile(r'"event":\s*"rest\.listen".*?"port":\s*(\d+)|"port":\s*(\d+).*?"event":\s*"rest\.listen"')
 
 
@@ -252,7 +264,9 @@ def start_emulator_process(*, persistent: bool = True, startup_timeout: float = 
     """Start bqemulator on a free loopback port (it binds port 0 and logs the port) with a private
     HOME, data dir and upload dir under a new temp folder; returns once /readyz answers ok."""
     venv = ensure_emulator_installed()
+    _remove_orphaned_folders()
     root = Path(tempfile.mkdtemp(prefix="jam-bqemu-"))
+    (root / "owner.pid").write_text(str(os.getpid()))
     home = root / "home"
     (home / ".duckdb").mkdir(parents=True)
     # The prepared extension folder, shared read-only: DuckDB only reads it for LOAD.
