@@ -16,11 +16,16 @@ deviations is the docstring of jam_assets_tests/bigquery_emulator.py. In short:
 - ALTER TABLE ADD COLUMN and update_table with an appended field both work only with the proxy's
   sync (deviation 10).
 - Dry runs are accepted and report 0 bytes; maximum_bytes_billed is accepted and never enforced.
-- Jobs are DONE when inserted: result(timeout=...) returns at once, cancel_job finds a DONE job.
+- Jobs are DONE when inserted: result(timeout=...) returns at once, cancel_job finds a DONE job
+  (deviation 16); proxy.stall_next holds a job RUNNING to exercise timeouts and cancels.
 - Multi-statement transactions commit, and roll back on ROLLBACK or on an error.
-- INT64 values beyond 2^53, quoted in NDJSON, load and read back exactly.
+- INT64 values beyond 2^53, quoted in NDJSON, load and read back exactly (unquoted ones too, which
+  BigQuery would not: deviation 26).
 - No concurrency errors happen by themselves: the proxy injects them, at insert or as the job's
-  errorResult, and the client raises the google.api_core exception BigQuery's would.
+  errorResult, and the client raises the google.api_core exception BigQuery's would; the client's
+  own retries (DEFAULT_RETRY, job_retry) then behave as against BigQuery.
+
+The emulator starts once per test process (about 1.5 s); the tests here take a few seconds more.
 """
 
 from __future__ import annotations
