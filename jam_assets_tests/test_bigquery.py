@@ -1,125 +1,272 @@
-"""The BigQuery path, driven through the real google-cloud-bigquery client against a local fake of
-the REST calls it makes (see fakes.py for what the fake does and does not check)."""
+"""The production path against a real BigQuery REST server (bqemulator behind the harness proxy,
+see bigquery_emulator.py): the real google-cloud-bigquery client, real SQL execution, every table
+compared row by row and column by column with the JSONL exports."""
+
+from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from datetime import datetime, timezone
 
 import dagster as dg
+import orjson
 import pytest
+from google.cloud import bigquery
 
 from jam_assets.core import schema
+from jam_assets.core.generator import TINY, Generator
 from jam_assets.defs.assets import minute_file_tables
-from jam_assets.defs.io_bigquery import BigQueryTablesIOManager, JamBigQueryResource, merge_sql
-from jam_assets.defs.partitions import minute_files
+from jam_assets.defs.partitions import minute_files, range_tags
+from jam_assets.defs.resources import resources_for
+from jam_assets.sinks import bigquery as bq_sink
 
-from .fakes import FakeServer, bigquery_handler
-from .helpers import sample_line, write_minute
+from .bigquery_emulator import (  # noqa: F401 (fixtures)
+    bigquery_emulator,
+    bq,
+    bq_dataset,
+    concurrent_update_error,
+    query_job,
+)
+from .helpers import PROJECT, read_jsonl, sample_json, sample_line, write_minute
 
+KEY = "2025/04/23/0600"
 KEYS = ["2025/04/23/0600", "2025/04/23/0601"]
-RANGE = {"dagster/asset_partition_range_start": KEYS[0], "dagster/asset_partition_range_end": KEYS[1]}
-
-
-def bq_resources(settings, url):
-    return {"settings": settings, "table_io_manager": BigQueryTablesIOManager(
-        settings=settings, bigquery=JamBigQueryResource(project="proj", location="EU", api_endpoint=url), dataset="crypto_jam")}
 
 
 @pytest.fixture
-def logs(settings):
+def production(bq_dataset, settings, monkeypatch):
+    """Production resources as an operator configures them, pointed at the emulator."""
+    for name, value in {
+        "DAGSTER_DEPLOYMENT": "production", "JAM_LOG_DIR": settings.log_dir, "JAM_EXPORT_DIR": settings.export_dir,
+        "JAM_BQ_PROJECT": bq_dataset.project, "JAM_BQ_DATASET": bq_dataset.dataset,
+        "JAM_BQ_API_ENDPOINT": bq_dataset.emulator.url, "JAM_BQ_ANONYMOUS": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("JAM_BQ_CREDENTIALS_B64", "GOOGLE_APPLICATION_CREDENTIALS", "DUNE_API_KEY", "JAM_ALERT_WEBHOOK"):
+        monkeypatch.delenv(name, raising=False)
+    return resources_for()
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def materialize(instance, resources, keys, **kwargs):
+    registered = set(instance.get_dynamic_partitions(minute_files.name))
+    instance.add_dynamic_partitions(minute_files.name, [k for k in keys if k not in registered])
+    tags = range_tags(keys[0], keys[-1]) if len(keys) > 1 else {}
+    partition = {"partition_key": keys[0]} if len(keys) == 1 else {}
+    return dg.materialize([minute_file_tables], instance=instance, resources=resources, tags=tags, **partition, **kwargs)
+
+
+def block_lines(key: str, n: int, team: str = "JAMDUNA") -> list[bytes]:
+    when = datetime.strptime(key, "%Y/%m/%d/%H%M").replace(tzinfo=timezone.utc)
+    lines = []
+    for i in range(n):
+        line = sample_json("128")
+        line["time"] = when.replace(second=5 * i).strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
+        line["metadata"] = f"team={team}|codec_len=304"
+        lines.append(orjson.dumps(line))
+    return lines
+
+
+def exported(settings, table: str) -> list[dict]:
+    rows = []
+    for path in sorted((settings.export_root / table).rglob("*.jsonl")):
+        rows.extend(read_jsonl(path))
+    return rows
+
+
+def _order(table: str) -> str:
+    index = {"validatorstatistics": ", validator_id", "corestatistics": ", core", "servicestatistics": ", service_id"}
+    return "minute_file, line_no" + index.get(table, "")
+
+
+def stored(client, dataset_id: str, table: str) -> list[dict]:
+    """The table's rows as the exports write them (TIMESTAMP as `YYYY-MM-DDTHH:MM:SS.ffffffZ`)."""
+    rows = client.query(f"SELECT * FROM `{dataset_id}.{table}` ORDER BY {_order(table)}").result()
+    out = []
+    for row in rows:
+        item = {}
+        for name, value in row.items():
+            item[name] = value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if isinstance(value, datetime) else value
+        out.append(item)
+    return out
+
+
+def assert_bigquery_equals_exports(settings, bq_env) -> None:
+    for table in schema.ALL_TABLES:
+        expected = sorted(exported(settings, table), key=lambda r: tuple(r[c] for c in _order(table).split(", ")))
+        assert stored(bq_env.client, bq_env.dataset_id, table) == expected, table
+
+
+def test_a_production_run_lands_every_table_exactly_as_in_the_exports(settings, production, instance, bq_dataset):
+    # The bundled samples' line mix in two minute files, with every msg_type and a rejected line.
+    gen = Generator(TINY, seed=5)
     for key in KEYS:
-        write_minute(settings.log_root, key, [sample_line("128"), sample_line("13"), sample_line("141")])
+        gen.write_minute(settings.log_root, datetime.strptime(key, "%Y/%m/%d/%H%M").replace(tzinfo=timezone.utc))
+    with (settings.log_root / f"{KEYS[0]}.log").open("ab") as f:
+        f.write(b"".join(sample_line(t) + b"\n" for t in ("131", "141", "133", "135", "143", "142", "255")) + b"{cut\n")
+    result = materialize(instance, production, KEYS)
+    assert result.success
+    assert_bigquery_equals_exports(settings, bq_dataset)
+    for table in schema.ALL_TABLES:
+        t = bq_dataset.client.get_table(bq_dataset.table_id(table))
+        assert (t.time_partitioning.type_, t.time_partitioning.field) == ("DAY", "minute_start")
+        assert t.clustering_fields == ["minute_start", "reason" if table == schema.REJECTED else "team"]
+        assert [(f.name, f.field_type, f.mode) for f in t.schema] == [(c.name, c.type, c.mode) for c in schema.columns(table)]
+    # Every statement that changes a destination table is pruned to the run's minutes, in both branches.
+    statements = [r.sql for r in bq_dataset.proxy.queries() if r.sql.startswith(("MERGE", "DELETE"))]
+    assert statements and all(
+        s.count("minute_start >= @first_minute AND ") == (2 if s.startswith("MERGE") else 1) for s in statements
+    )
+    assert all(f"INSERT (`minute_file`, `minute_start`" in s and "INSERT ROW" not in s for s in statements if s.startswith("MERGE"))
+    blocks = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "blocks")
+    meta = {k: v.value for k, v in blocks.materialization.metadata.items()}
+    assert meta["warehouse"] == "BigQuery" and meta["bigquery_statement"] == "MERGE"
+    assert meta["bigquery_rows_loaded"] == 20 and meta["rows_in_run"] == 20 and meta["bigquery_seconds"] >= 0
 
 
-def run(settings, fake, raise_on_error=True):
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(minute_files.name, KEYS)
-        return dg.materialize([minute_file_tables], instance=instance, resources=bq_resources(settings, fake.url),
-                              tags=RANGE, raise_on_error=raise_on_error)
+def test_rows_per_minute_follow_the_file_through_3_1_0_and_4_rows(settings, production, instance, bq_dataset):
+    log = settings.log_root / f"{KEY}.log"
+    counts = []
+    for n in (3, 1, 0, 4):
+        write_minute(settings.log_root, KEY, block_lines(KEY, n) or [b'{"not": "a block"}'])
+        assert materialize(instance, production, [KEY]).success
+        rows = bq_dataset.client.query(
+            f"SELECT minute_file, count(*) n FROM `{bq_dataset.dataset_id}.blocks` GROUP BY 1").result()
+        counts.append({r.minute_file: r.n for r in rows})
+        assert len(read_jsonl(settings.export_root / "blocks" / f"{KEY}.jsonl")) == n
+    assert counts == [{KEY: 3}, {KEY: 1}, {}, {KEY: 4}]
+    assert log.exists()
+    assert_bigquery_equals_exports(settings, bq_dataset)
 
 
-def expected_fields(table):
-    return [{"name": c.name, "type": c.type, "mode": c.mode, "description": c.description} for c in schema.columns(table)]
+def test_a_6_mib_minute_file_loads_through_a_resumable_upload(settings, production, instance, bq_dataset):
+    when = datetime(2025, 4, 23, 6, 0, tzinfo=timezone.utc)
+    Generator(TINY, seed=8).write_file_of_size(settings.log_root / f"{KEY}.log", 6 * 1024 * 1024, when)
+    assert materialize(instance, production, [KEY]).success
+    uploads = {r.upload_type for r in bq_dataset.proxy.requests if r.upload_type}
+    assert "resumable" in uploads, uploads
+    assert_bigquery_equals_exports(settings, bq_dataset)
 
 
-def test_tables_loads_and_merges(settings, logs):
-    with FakeServer(bigquery_handler) as fake:
-        assert run(settings, fake).success
-        created = {r.json()["tableReference"]["tableId"]: r.json() for r in fake.requests
-                   if r.method == "POST" and r.path.endswith("/datasets/crypto_jam/tables")}
-        blocks = created["blocks"]
-        assert blocks["schema"]["fields"] == expected_fields("blocks")
-        assert blocks["timePartitioning"] == {"type": "DAY", "field": "time"}
-        assert blocks["clustering"] == {"fields": ["minute_file", "team"]}
-        assert created["rejected_lines"]["timePartitioning"] == {"type": "DAY"}
-        assert {t for t in created if not t.startswith("_staging_")} == set(schema.ALL_TABLES)
-        staging = [t for t in created if t.startswith("_staging_blocks_")]
-        assert len(staging) == 1 and "expirationTime" in created[staging[0]]
-
-        uploads = fake.state["uploads"]
-        loaded = sorted(r["configuration"]["load"]["destinationTable"]["tableId"].split("_")[2] for r, _ in uploads)
-        # One load job per table per run, whatever the number of minute files; none for a table
-        # without rows (its MERGE still runs, to delete what those minutes had before).
-        assert loaded == ["assurances", "blocks", "corestatistics", "validatorstatistics"]
-        (blocks_load, data), = [(r, d) for r, d in uploads
-                                if r["configuration"]["load"]["destinationTable"]["tableId"] == staging[0]]
-        load = blocks_load["configuration"]["load"]
-        assert load["sourceFormat"] == "NEWLINE_DELIMITED_JSON"
-        assert load["writeDisposition"] == "WRITE_TRUNCATE"
-        assert load["destinationTable"] == {"projectId": "proj", "datasetId": "crypto_jam", "tableId": staging[0]}
-        assert load["schema"]["fields"] == expected_fields("blocks")
-        exports = settings.export_root / "blocks"
-        assert data == b"".join((exports / f"{k}.jsonl").read_bytes() for k in KEYS)
-
-        queries = [r.json() for r in fake.requests if r.method == "POST" and r.path == "/bigquery/v2/projects/proj/jobs"]
-        assert len(queries) == 12
-        (merge,) = [q for q in queries if "`proj.crypto_jam.blocks`" in q["configuration"]["query"]["query"]]
-        q = merge["configuration"]["query"]
-        assert q["query"] == merge_sql("proj", "crypto_jam", "blocks", staging[0]) == (
-            "MERGE `proj.crypto_jam.blocks` T\n"
-            f"USING `proj.crypto_jam.{staging[0]}` S\n"
-            "ON FALSE\n"
-            "WHEN NOT MATCHED BY SOURCE AND T.minute_file IN UNNEST(@minute_files) THEN DELETE\n"
-            "WHEN NOT MATCHED BY TARGET THEN INSERT ROW")
-        assert q["useLegacySql"] is False
-        assert q["queryParameters"] == [{"name": "minute_files", "parameterType": {"type": "ARRAY", "arrayType": {"type": "STRING"}},
-                                         "parameterValue": {"arrayValues": [{"value": k} for k in KEYS]}}]
-        assert merge["jobReference"]["location"] == "EU"
-        deleted = [r.path.rsplit("/", 1)[1] for r in fake.requests if r.method == "DELETE"]
-        assert staging[0] in deleted and not [t for t in fake.state["tables"] if t.startswith("_staging_")]
-
-        # A re-run creates nothing new, and loads under a new staging name (not the destination's quota).
-        before = len(fake.requests)
-        assert run(settings, fake).success
-        again = fake.requests[before:]
-        creates = [r.json()["tableReference"]["tableId"] for r in again if r.method == "POST" and r.path.endswith("/tables")]
-        assert all(t.startswith("_staging_") for t in creates) and staging[0] not in creates
+def test_a_serialization_failure_on_the_first_merge_is_retried(settings, production, instance, bq_dataset):
+    write_minute(settings.log_root, KEY, block_lines(KEY, 3))
+    fault = bq_dataset.proxy.fail_next(query_job("MERGE", contains=".blocks`"),
+                                       concurrent_update_error(f"{bq_dataset.project}:{bq_dataset.dataset}.blocks"),
+                                       at="result")
+    result = materialize(instance, production, [KEY])
+    assert result.success
+    assert fault.exhausted
+    merges = [r for r in bq_dataset.proxy.queries() if r.sql.startswith("MERGE") and ".blocks`" in r.sql]
+    assert len(merges) == 2  # the failed one, then its retry under a new job id
+    blocks = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "blocks")
+    assert blocks.materialization.metadata["bigquery_retries"].value == 1
+    assert_bigquery_equals_exports(settings, bq_dataset)
 
 
-def test_schema_drift_is_reported(settings, logs):
-    with FakeServer(bigquery_handler) as fake:
-        fields = expected_fields("tickets")[:-1]  # someone dropped codec_encoded
-        fake.state["tables"] = {"tickets": {"tableReference": {"projectId": "proj", "datasetId": "crypto_jam", "tableId": "tickets"},
-                                            "schema": {"fields": fields}}}
-        result = run(settings, fake, raise_on_error=False)
-        assert not result.success
-        (failure,) = [e for e in result.all_events if e.is_step_failure]
-        message = failure.step_failure_data.error.cause.message
-        assert "SchemaDrift: BigQuery table proj.crypto_jam.tickets has columns" in message
-        assert "but schema/tickets.json says" in message
+def test_two_overlapping_runs_end_with_exactly_the_exports_rows(settings, production, bq_dataset, tmp_path):
+    """The same minute files in two `jam-etl run` processes at once, each with its own Dagster instance
+    (so no shared pool keeps their MERGEs apart): BigQuery ends exactly as the exports."""
+    for key in KEYS:
+        write_minute(settings.log_root, key, block_lines(key, 4))
+    procs = [subprocess.Popen([sys.executable, "-m", "jam_assets.cli", "run"], cwd=PROJECT,
+                              env={**os.environ, "DAGSTER_HOME": str(tmp_path / f"home{i}")},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
+    outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert_bigquery_equals_exports(settings, bq_dataset)
+    assert len(stored(bq_dataset.client, bq_dataset.dataset_id, "blocks")) == 8
 
 
-@pytest.mark.skipif(not os.environ.get("JAM_BQ_PROJECT") or not (
-    os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") or os.environ.get("JAM_BQ_CREDENTIALS_B64")),
-    reason="live BigQuery test: set JAM_BQ_PROJECT and GOOGLE_APPLICATION_CREDENTIALS (or JAM_BQ_CREDENTIALS_B64)")
-def test_live_bigquery_round_trip(settings, logs):
-    from jam_assets.defs.io_bigquery import production_resources
+def test_integers_beyond_2_53_arrive_exactly(settings, production, instance, bq_dataset):
+    line = sample_json("13")
+    line["time"] = "2025-04-23T06:00:01.5Z"
+    big = 2**53 + 1
+    line["json_encoded"]["services"] = [{"id": 7, "record": {"accumulate_gas_used": big, "refinement_gas_used": 2**62 + 3}}]
+    write_minute(settings.log_root, KEY, [orjson.dumps(line)])
+    assert materialize(instance, production, [KEY]).success
+    (row,) = stored(bq_dataset.client, bq_dataset.dataset_id, "servicestatistics")
+    assert (row["accumulate_gas_used"], row["refinement_gas_used"]) == (big, 2**62 + 3)
+    loads = [r.media for r in bq_dataset.proxy.requests if r.media and b"servicestatistics" not in r.path.encode()]
+    assert any(b'"accumulate_gas_used":"9007199254740993"' in m for m in loads if m)
 
-    dataset = os.environ.get("JAM_BQ_DATASET") or "crypto_jam_test"
-    os.environ["JAM_BQ_DATASET"] = dataset
-    resources = production_resources(settings)
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(minute_files.name, KEYS)
-        for _ in range(2):  # the second run must change nothing
-            assert dg.materialize([minute_file_tables], instance=instance, resources=resources, tags=RANGE).success
-    with resources["table_io_manager"].bigquery.get_client() as client:
-        rows = list(client.query(f"SELECT minute_file, count(*) n FROM `{dataset}.blocks` GROUP BY 1 ORDER BY 1").result())
-    assert [(r.minute_file, r.n) for r in rows] == [(k, 1) for k in KEYS]
+
+def test_a_table_made_by_bq_mk_is_refused_with_what_differs(settings, production, instance, bq_dataset):
+    """`bq mk --table dataset.tickets schema/tickets.json` makes an unpartitioned table."""
+    bq_dataset.client.create_table(bigquery.Table(bq_dataset.table_id("tickets"), schema=bq_sink.schema_fields("tickets")))
+    write_minute(settings.log_root, KEY, block_lines(KEY, 2) + [sample_line("131")])
+    result = materialize(instance, production, [KEY], raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.message
+    table = f"{bq_dataset.project}.{bq_dataset.dataset}.tickets"
+    assert (f"BigQuery {table}: BigQuery table {table} differs from schema/tickets.json: partitioning is none, "
+            "the pipeline needs DAY on minute_start; clustering is none, the pipeline needs minute_start, team. "
+            f"Nothing was written to it. To rebuild it as the schema says, drop it (bq rm -f -t "
+            f"{bq_dataset.project}:{bq_dataset.dataset}.tickets)") in message
+    # The other tables were written, and their exports published; the refused table kept none.
+    assert [r["line_no"] for r in stored(bq_dataset.client, bq_dataset.dataset_id, "blocks")] == [1, 2]
+    assert (settings.export_root / "blocks" / f"{KEY}.jsonl").exists()
+    assert not (settings.export_root / "tickets" / f"{KEY}.jsonl").exists()
+    assert [e.asset_key.path[-1] for e in result.get_asset_materialization_events()].count("tickets") == 0
+
+
+def test_a_nullable_column_added_to_the_schema_is_added_to_the_table(settings, production, instance, bq_dataset, monkeypatch):
+    write_minute(settings.log_root, KEY, [sample_line("131")])
+    fields = bq_sink.schema_fields("tickets")
+    older = bigquery.Table(bq_dataset.table_id("tickets"), schema=fields[:-1])  # before codec_encoded was added
+    spec = bq_sink.table_spec(bq_sink.BigQueryTarget(bq_dataset.project, bq_dataset.dataset), "tickets")
+    older.time_partitioning, older.clustering_fields = spec.time_partitioning, spec.clustering_fields
+    bq_dataset.client.create_table(older)
+    monkeypatch.setattr(bq_sink, "TABLES", bq_sink.TableSetup())  # this process checked tickets before
+    result = materialize(instance, production, [KEY])
+    assert result.success
+    assert [f.name for f in bq_dataset.client.get_table(bq_dataset.table_id("tickets")).schema][-1] == "codec_encoded"
+    assert_bigquery_equals_exports(settings, bq_dataset)
+
+
+def test_a_stuck_job_is_cancelled_and_fails_the_run_with_a_message(settings, bq_dataset, instance, production):
+    from jam_assets.defs.warehouses import BigQueryWarehouse
+
+    write_minute(settings.log_root, KEY, block_lines(KEY, 1))
+    warehouse = production["table_io_manager"].warehouse
+    quick = BigQueryWarehouse(bigquery=warehouse.bigquery, dataset=warehouse.dataset, job_timeout_seconds=2)
+    resources = {**production, "table_io_manager": production["table_io_manager"].model_copy(update={"warehouse": quick})}
+    bq_dataset.proxy.stall_next(query_job("MERGE", contains=".blocks`"))
+    result = materialize(instance, resources, [KEY], raise_on_error=False, selection=["blocks"])
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "blocks: MERGE: job " in failure.step_failure_data.error.message
+    assert "did not finish within 2 s and was cancelled (JAM_BQ_JOB_TIMEOUT_SECONDS)" in failure.step_failure_data.error.message
+    assert any(r.method == "POST" and r.path.endswith("/cancel") for r in bq_dataset.proxy.requests)
+
+
+@pytest.mark.skipif(not os.environ.get("JAM_BQ_LIVE_PROJECT"),
+                    reason="live BigQuery test: set JAM_BQ_LIVE_PROJECT, JAM_BQ_LIVE_DATASET and credentials "
+                           "(GOOGLE_APPLICATION_CREDENTIALS or JAM_BQ_CREDENTIALS_B64)")
+def test_live_bigquery_round_trip_shrink_and_pruned_cost(settings, monkeypatch):
+    dataset = os.environ.get("JAM_BQ_LIVE_DATASET") or "crypto_jam_test"
+    for name, value in {"DAGSTER_DEPLOYMENT": "production", "JAM_LOG_DIR": settings.log_dir,
+                        "JAM_EXPORT_DIR": settings.export_dir, "JAM_BQ_PROJECT": os.environ["JAM_BQ_LIVE_PROJECT"],
+                        "JAM_BQ_DATASET": dataset}.items():
+        monkeypatch.setenv(name, value)
+    resources = resources_for()
+    warehouse = resources["table_io_manager"].warehouse
+    with dg.instance_for_test() as instance, warehouse.bigquery.get_client() as client:
+        for n in (3, 1):  # the second run must leave exactly one row: the shrink case
+            write_minute(settings.log_root, KEY, block_lines(KEY, n))
+            assert materialize(instance, resources, [KEY]).success
+            rows = list(client.query(f"SELECT count(*) n FROM `{dataset}.blocks` WHERE minute_file = '{KEY}'").result())
+            assert rows[0].n == n
+        # A dry run of the pruned MERGE reads only the minute's day partition.
+        target = warehouse.target(client.project)
+        config = bigquery.QueryJobConfig(dry_run=True, query_parameters=bq_sink.minute_parameters([KEY]))
+        job = client.query(bq_sink.merge_sql(target, "blocks", "blocks"), job_config=config)
+        day = list(client.query(f"SELECT sum(total_logical_bytes) b FROM `{dataset}.INFORMATION_SCHEMA.PARTITIONS` "
+                                "WHERE table_name = 'blocks' AND partition_id = '20250423'").result())[0].b
+        assert job.total_bytes_processed <= 2 * (day or 0) + 20 * 1024 * 1024

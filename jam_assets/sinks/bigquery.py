@@ -189,14 +189,15 @@ class TableSetup:
 
     def ensure(self, client: bigquery.Client, target: BigQueryTarget, table: str, log: Callable[[str], None]) -> None:
         wanted = table_spec(target, table)
-        if wanted.table_id in self._done:
+        table_id = target.table_id(table)
+        if table_id in self._done:
             return
         try:
             existing = client.get_table(wanted.reference)
         except gexc.NotFound:
             try:
                 client.create_table(wanted)
-                log(f"bigquery: created {wanted.table_id} (partitioned by DAY on {PARTITION_COLUMN})")
+                log(f"bigquery: created {table_id} (partitioned by DAY on {PARTITION_COLUMN})")
                 existing = None
             except gexc.Conflict:  # created meanwhile by another run
                 existing = client.get_table(wanted.reference)
@@ -204,7 +205,7 @@ class TableSetup:
             appended, problems = compare(existing, wanted)
             if problems:
                 raise SchemaDrift(
-                    f"BigQuery table {wanted.table_id} differs from schema/{table}.json: " + "; ".join(problems) + ". "
+                    f"BigQuery table {table_id} differs from schema/{table}.json: " + "; ".join(problems) + ". "
                     f"Nothing was written to it. To rebuild it as the schema says, drop it "
                     f"(bq rm -f -t {target.project}:{target.dataset}.{table}) and re-run its minute files (jam-etl run); "
                     f"a table created with `bq mk --table` alone lacks the partitioning."
@@ -212,9 +213,9 @@ class TableSetup:
             if appended:
                 existing.schema = list(existing.schema) + appended
                 client.update_table(existing, ["schema"])
-                log(f"bigquery: added column(s) {', '.join(f.name for f in appended)} to {wanted.table_id}")
+                log(f"bigquery: added column(s) {', '.join(f.name for f in appended)} to {table_id}")
         with self._lock:
-            self._done.add(wanted.table_id)
+            self._done.add(table_id)
 
 
 TABLES = TableSetup()  # per process: a run (or jam-etl's several ranges) checks each table once
@@ -449,4 +450,4 @@ def _no_job_retry(job) -> dict[str, object]:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    return text.splitlines()[0][:1000] if text else type(exc).__name__
