@@ -270,3 +270,12 @@ def test_live_bigquery_round_trip_shrink_and_pruned_cost(settings, monkeypatch):
         day = list(client.query(f"SELECT sum(total_logical_bytes) b FROM `{dataset}.INFORMATION_SCHEMA.PARTITIONS` "
                                 "WHERE table_name = 'blocks' AND partition_id = '20250423'").result())[0].b
         assert job.total_bytes_processed <= 2 * (day or 0) + 20 * 1024 * 1024
+
+
+def test_hourly_partitions_for_a_full_size_network(settings, production, instance, bq_dataset, monkeypatch):
+    monkeypatch.setenv("JAM_BQ_PARTITION", "HOUR")
+    write_minute(settings.log_root, KEY, block_lines(KEY, 2))
+    assert materialize(instance, resources_for(), [KEY]).success
+    t = bq_dataset.client.get_table(bq_dataset.table_id("blocks"))
+    assert (t.time_partitioning.type_, t.time_partitioning.field) == ("HOUR", "minute_start")
+    assert_bigquery_equals_exports(settings, bq_dataset)

@@ -153,12 +153,22 @@ def test_an_explicit_base_dir_is_used(tmp_path):
     storage.dispose()
 
 
-@pytest.mark.parametrize(("given", "expected"), [(None, "1000"), ("7", "7")])
-def test_the_code_location_turns_event_batching_on_unless_told_otherwise(given, expected):
-    """Every process that runs the steps imports the code location, whoever launched the run."""
+def test_loading_the_code_location_sets_nothing_and_a_run_turns_event_batching_on():
+    """No side effect at import; every process that runs the step batches its events, however the run started."""
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_EVENT_BATCH_SIZE"}
-    if given is not None:
-        env["DAGSTER_EVENT_BATCH_SIZE"] = given
-    code = "import os, jam_assets.definitions; print(os.environ['DAGSTER_EVENT_BATCH_SIZE'])"
+    code = "import os, jam_assets.definitions as d; d.defs(); print(os.environ.get('DAGSTER_EVENT_BATCH_SIZE'))"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert done.stdout == f"{expected}\n"
+    assert done.stdout == "None\n"
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "1000"), ("7", "7")])
+def test_a_run_turns_event_batching_on_unless_told_otherwise(settings, resources, logs, monkeypatch, given, expected):
+    if given is None:
+        monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", given)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(minute_files.name, KEYS[:1])
+        assert dg.materialize([minute_file_tables], instance=instance, resources=resources, partition_key=KEYS[0],
+                              selection=["blocks"]).success
+    assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == expected

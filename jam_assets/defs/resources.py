@@ -13,6 +13,7 @@ from .alerts import AlertWebhook
 from .dune import DuneResource
 from .io_managers import TablesIOManager
 from .settings import Env, JamSettings, SettingsError, settings_from_env
+from ..sinks.bigquery import PARTITION_TYPES
 from .warehouses import BigQueryWarehouse, DuckDBWarehouse, JamBigQueryResource
 
 DEPLOYMENTS = ("local", "production")
@@ -57,6 +58,7 @@ def bigquery_warehouse(env: Env) -> BigQueryWarehouse:
                                        minimum=1, unit="a whole number of bytes"),
         job_timeout_seconds=env.whole("JAM_BQ_JOB_TIMEOUT_SECONDS", BigQueryWarehouse.model_fields["job_timeout_seconds"].default,
                                       minimum=1, unit="a whole number of seconds"),
+        partition_type=env.choice("JAM_BQ_PARTITION", PARTITION_TYPES),
     )
 
 

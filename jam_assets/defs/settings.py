@@ -124,6 +124,15 @@ class Env:
             raise SettingsError(f"{name}={text!r} must be {unit}" + (f", at least {minimum}" if minimum else ""))
         return dg.EnvVar.int(name)
 
+    def choice(self, name: str, choices: tuple[str, ...]):
+        """One of `choices` (unset: the first)."""
+        text = self.text(name)
+        if text is None:
+            return choices[0]
+        if text not in choices:
+            raise SettingsError(f"{name}={text!r} is not one of: {', '.join(choices)}")
+        return dg.EnvVar(name)
+
     def flag(self, name: str) -> bool:
         """1/true/yes or 0/false/no (unset: false). Not a secret: shown in the UI as its value."""
         text = (self.text(name) or "0").strip().lower()

@@ -104,6 +104,7 @@ class BigQueryWarehouse(Warehouse):
     job_timeout_seconds: int = int(bq.DEFAULT_JOB_TIMEOUT_SECONDS)
     retry_seconds: int = int(bq.DEFAULT_RETRY_SECONDS)
     retry_initial_seconds: float = 1.0
+    partition_type: str = "DAY"  # or HOUR (JAM_BQ_PARTITION)
 
     @property
     def name(self) -> str:
@@ -118,6 +119,7 @@ class BigQueryWarehouse(Warehouse):
             job_timeout_seconds=self.job_timeout_seconds,
             retry_seconds=self.retry_seconds,
             retry_initial_seconds=self.retry_initial_seconds,
+            partition_type=self.partition_type,
         )
 
     def is_transient(self, exc: BaseException) -> bool:
