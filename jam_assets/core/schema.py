@@ -29,6 +29,8 @@ TABLES: tuple[str, ...] = (
 )
 REJECTED = "rejected_lines"
 ALL_TABLES: tuple[str, ...] = (*TABLES, REJECTED)
+# Tables computed per UTC day from the minute files' tables (jam_assets/leaderboard/).
+DAY_TABLES: tuple[str, ...] = ("leaderboard", "quality_report")
 # The asset that stands for a minute file itself; every table is derived from it.
 RAW_LOG = "raw_log"
 # raw_log and every table: what one run of a minute file materializes.
@@ -49,8 +51,8 @@ class Column:
 
 @cache
 def columns(table: str) -> tuple[Column, ...]:
-    if table not in ALL_TABLES:
-        raise KeyError(f"unknown table {table!r}; known tables: {', '.join(ALL_TABLES)}")
+    if table not in ALL_TABLES and table not in DAY_TABLES:
+        raise KeyError(f"unknown table {table!r}; known tables: {', '.join(ALL_TABLES + DAY_TABLES)}")
     path = SCHEMA_DIR / f"{table}.json"
     fields = json.loads(path.read_text())
     return tuple(
