@@ -15,9 +15,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-home:
-	@mkdir -p "$(DAGSTER_HOME)"
-	@test -e "$(DAGSTER_HOME)/dagster.yaml" || ln -s "$(CURDIR)/dagster.yaml" "$(DAGSTER_HOME)/dagster.yaml"
+home: setup
+	@$(PY) -m jam_assets.home "$(DAGSTER_HOME)" >/dev/null
 
 run: setup home
 	$(VENV)/bin/jam-etl run

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from jam_assets.core.generator import TINY, TOASTER, Generator, write_minutes  # noqa: E402
 from jam_assets.devserver import dagster_dev as dev_server  # noqa: E402
+from jam_assets.home import prepare_home  # noqa: E402
 
 START = datetime(2025, 4, 23, 6, 0, tzinfo=timezone.utc)
 rows: list[tuple[str, str, str]] = []
@@ -95,9 +96,7 @@ def memory_and_scaling(sizes: list[int]) -> None:
 
 
 def run_env(home: Path, logs: Path, exports: Path) -> dict:
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").symlink_to(ROOT / "dagster.yaml")
+    prepare_home(home)
     return {**os.environ, "DAGSTER_HOME": str(home), "JAM_LOG_DIR": str(logs), "JAM_EXPORT_DIR": str(exports)}
 
 
@@ -159,7 +158,7 @@ def dagster_dev(base: Path, logs: Path, port: int) -> Iterator[Path]:
 def wait_materialized(home: Path, keys: list[str], tables: tuple[str, ...], timeout: float) -> bool:
     import dagster as dg
 
-    from jam_assets.event_log_storage import instance_at
+    from jam_assets.home import instance_at
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import socket
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 from .core import schema
 from .core.minute_files import is_closed, scan
 from .core.watch import contiguous_ranges
-from .defs.settings import PROJECT_ROOT, JamSettings, SettingsError, settings_from_env
+from .defs.settings import JamSettings, SettingsError, settings_from_env
 
 
 class CliError(Exception):
@@ -27,23 +26,14 @@ class CliError(Exception):
 
 
 def open_instance():
-    """The Dagster instance in DAGSTER_HOME (default ./.dagster_home, with the project's dagster.yaml).
-
-    Setting up a new home is done by one process at a time: Dagster's SQLite storages create their
-    tables without guarding against a second process doing the same, so two `jam-etl run`s started
-    together on a fresh home would otherwise fail with "table ... already exists".
-    """
+    """The Dagster instance in DAGSTER_HOME (default ./.dagster_home), prepared by jam_assets.home."""
     import dagster as dg
 
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home"))).resolve()
+    from .home import prepare_home
+
+    home = prepare_home()
     os.environ["DAGSTER_HOME"] = str(home)
-    home.mkdir(parents=True, exist_ok=True)
-    with (home / ".jam-etl.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
-        config = home / "dagster.yaml"
-        if not config.exists():
-            config.symlink_to(PROJECT_ROOT / "dagster.yaml")
-        return home, dg.DagsterInstance.get()
+    return home, dg.DagsterInstance.get()
 
 
 PID_TAG, HOST_TAG = "jam/pid", "jam/host"

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from jam_assets.core.generator import TINY, write_minutes
-from jam_assets.event_log_storage import BatchedSqliteEventLogStorage
+from jam_assets._dagster_compat import BatchedSqliteEventLogStorage
 
 from .helpers import PROJECT, sample_line
 

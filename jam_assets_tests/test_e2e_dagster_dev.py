@@ -18,7 +18,7 @@ from dagster_graphql.client.query import LAUNCH_PARTITION_BACKFILL_MUTATION
 
 from jam_assets.core import schema
 from jam_assets.devserver import dagster_dev as dev_server
-from jam_assets.event_log_storage import instance_at
+from jam_assets.home import instance_at, prepare_home
 
 from .helpers import PROJECT, sample_json
 
@@ -60,9 +60,8 @@ def block_lines(key: str, n: int, team: str) -> bytes:
 @pytest.fixture
 def dagster_dev(tmp_path):
     home, logs, exports = tmp_path / "home", tmp_path / "logs", tmp_path / "exports"
-    home.mkdir()
+    prepare_home(home)
     logs.mkdir()
-    (home / "dagster.yaml").symlink_to(PROJECT / "dagster.yaml")
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "JAM_LOG_DIR": str(logs), "JAM_EXPORT_DIR": str(exports),
            "JAM_GRACE_SECONDS": "1"}

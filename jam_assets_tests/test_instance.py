@@ -8,7 +8,7 @@ import sys
 import dagster as dg
 
 from jam_assets.defs.assets import POOL
-from jam_assets.event_log_storage import instance_at
+from jam_assets.home import instance_at
 
 from .helpers import PROJECT, sample_line, write_minute
 

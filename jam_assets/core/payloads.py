@@ -426,17 +426,3 @@ HANDLERS: dict[str, Handler] = {
     "135": segments,
     "3": segments,  # the old docs' number for segments
 }
-
-MSG_TYPE_TABLES: dict[str, tuple[str, ...]] = {
-    "128": ("blocks",),
-    "13": ("validatorstatistics", "corestatistics", "servicestatistics"),
-    "255": ("workreports",),
-    "142": ("preimages",),
-    "141": ("assurances",),
-    "131": ("tickets",),
-    "133": ("workpackages",),
-    "0": ("workpackages",),
-    "143": ("services",),
-    "135": ("segments",),
-    "3": ("segments",),
-}

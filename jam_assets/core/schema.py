@@ -1,7 +1,9 @@
 """The table contract, read from `schema/<table>.json` (BigQuery JSON schema, `bq mk`-compatible).
 
 Those files are the one source of truth for column names, order, types and modes; the
-warehouses build their DDL from them and the tests hold the core's rows against them.
+warehouses build their DDL from them and the tests hold the core's rows against them. The
+repository's top-level `schema/` folder is the one copy: `jam_assets/schema` links to it, and a
+built wheel carries the files as package data, read here with importlib.resources.
 """
 
 from __future__ import annotations
@@ -9,9 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
-
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema"
+from importlib import resources
 
 # In FORMAT.md's order, which is also the order of the asset graph.
 TABLES: tuple[str, ...] = (
@@ -53,8 +53,7 @@ class Column:
 def columns(table: str) -> tuple[Column, ...]:
     if table not in ALL_TABLES and table not in DAY_TABLES:
         raise KeyError(f"unknown table {table!r}; known tables: {', '.join(ALL_TABLES + DAY_TABLES)}")
-    path = SCHEMA_DIR / f"{table}.json"
-    fields = json.loads(path.read_text())
+    fields = json.loads((resources.files("jam_assets") / "schema" / f"{table}.json").read_text())
     return tuple(
         Column(f["name"], f["type"], f.get("mode", "NULLABLE"), f.get("description", "")) for f in fields
     )
@@ -62,11 +61,6 @@ def columns(table: str) -> tuple[Column, ...]:
 
 def column_names(table: str) -> tuple[str, ...]:
     return tuple(c.name for c in columns(table))
-
-
-def schema_json(table: str) -> list[dict]:
-    """The schema file's content, as BigQuery's API takes it."""
-    return json.loads((SCHEMA_DIR / f"{table}.json").read_text())
 
 
 DUCKDB_TYPES = {"STRING": "VARCHAR", "INTEGER": "BIGINT", "TIMESTAMP": "TIMESTAMP"}

@@ -11,14 +11,13 @@ import time
 from collections.abc import Iterator
 
 import dagster as dg
-from dagster._core.execution.context.metadata_logging import AssetMetadataHandle, OutputMetadataAccumulator
 
 from ..core import schema
 from ..core.minute_files import locate
 from ..core.parallel import MinuteFileJob, stage_minute_files
 from ..core.staging import StagedRun, StagedTable, discard, sweep_stale
 from ..core.transform import MinuteFileSummary
-from ..event_log_storage import batch_event_writes
+from .._dagster_compat import add_partition_metadata, batch_event_writes
 from .checks import CHECK_SPECS, check_results
 from .partitions import backfill_policy, minute_files
 from .settings import JamSettings
@@ -100,25 +99,6 @@ _OUTS = {
         for t in schema.ALL_TABLES
     },
 }
-
-
-def add_partition_metadata(
-    context: dg.AssetExecutionContext, asset: str, by_partition: dict[str, dict[str, object]]
-) -> None:
-    """`context.add_asset_metadata(metadata, asset_key=asset, partition_key=k)` for many minute files at once.
-
-    The public method re-reads the run's whole partition range from the instance, and copies all
-    metadata added so far, on every call: quadratic over a day of minute files (about 13 ms a call
-    at 240 keys). These keys are the run's own, so that check is moot; the accumulator is extended
-    once instead. Tested against the pinned Dagster version (test_assets.py).
-    """
-    step = context.op_execution_context._step_execution_context
-    merged = dict(step._metadata_accumulator.per_output_metadata)
-    asset_key = dg.AssetKey(asset)
-    for key, metadata in by_partition.items():
-        handle = AssetMetadataHandle(asset_key=asset_key, partition_key=key)
-        merged[handle] = {**merged.get(handle, {}), **metadata}
-    step._metadata_accumulator = OutputMetadataAccumulator(per_output_metadata=merged)
 
 
 def selected_names(context: dg.AssetExecutionContext) -> set[str]:

@@ -1,0 +1,167 @@
+"""Everything in this project that touches Dagster's internals (`dagster._...`), in one place.
+
+Two things need them, both for speed on a day of minute files in one run (bench/RESULTS.md):
+
+1. `BatchedSqliteEventLogStorage`, Dagster's SQLite event log with a range run's per-partition
+   asset events (planned and materialized: 13 assets x 1,440 minute files = 18,720 of each for a
+   day) written in one transaction per batch. The stock storage writes a batch one event at a time,
+   with a new SQLAlchemy engine and two SQLite connections for each: about 11 ms an event.
+   dagster-postgres already writes a batch with one INSERT. `jam_assets.home` configures it in
+   each Dagster home it prepares; a bare `dagster dev` (no DAGSTER_HOME) uses the stock storage.
+2. `add_partition_metadata`: per-minute-file output metadata for a whole range at once. The public
+   `context.add_asset_metadata(..., partition_key=k)` re-reads the run's partition range from the
+   instance and copies all metadata added so far on every call: quadratic over a day.
+
+Each checks, when used, that the internals it relies on are there. If a Dagster upgrade moved them,
+it logs one warning and takes the public path instead (the stock storage's own batch writes, or
+`add_asset_metadata` per minute file): slower, never wrong. `jam_assets_tests/test_dagster_compat.py`
+runs a range both ways and compares the materializations. An upgrade therefore needs: the test
+suite at the new version (`make test-upgrade`), and a look at the warnings above in its output.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+from dagster import DagsterEventType, Field, StringSource
+
+log = logging.getLogger("jam_assets")
+
+try:  # the internals; if any moved, the public paths below are used
+    from dagster._core.events.log import EventLogEntry
+    from dagster._core.execution.context.metadata_logging import AssetMetadataHandle, OutputMetadataAccumulator
+    from dagster._core.storage.event_log import SqliteEventLogStorage
+    from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
+    from dagster._serdes import ConfigurableClassData
+
+    INTERNALS = True
+except ImportError as missing:  # pragma: no cover (exercised by patching INTERNALS in the tests)
+    INTERNALS = False
+    _MISSING = str(missing)
+
+_warned: set[str] = set()
+
+
+def _warn_once(what: str, why: str) -> None:
+    if what not in _warned:
+        _warned.add(what)
+        log.warning(f"jam_assets: {what}: Dagster's internals changed ({why}); using the public path, which is slower")
+
+
+# -- per-minute-file output metadata ---------------------------------------------------------------
+
+
+def _accumulator_ok(step) -> bool:
+    return INTERNALS and hasattr(step, "_metadata_accumulator") and hasattr(step._metadata_accumulator, "per_output_metadata")
+
+
+def add_partition_metadata(
+    context: dg.AssetExecutionContext, asset: str, by_partition: Mapping[str, Mapping[str, object]]
+) -> None:
+    """`context.add_asset_metadata(metadata, asset_key=asset, partition_key=k)` for many minute files at once."""
+    step = getattr(context.op_execution_context, "_step_execution_context", None)
+    if step is None or not _accumulator_ok(step):
+        _warn_once("per-partition metadata", "the step's metadata accumulator is not where it was")
+        for key, metadata in by_partition.items():
+            context.add_asset_metadata(dict(metadata), asset_key=asset, partition_key=key)
+        return
+    # These keys are the run's own, so the public method's check is moot: extend the accumulator once.
+    merged = dict(step._metadata_accumulator.per_output_metadata)
+    asset_key = dg.AssetKey(asset)
+    for key, metadata in by_partition.items():
+        handle = AssetMetadataHandle(asset_key=asset_key, partition_key=key)
+        merged[handle] = {**merged.get(handle, {}), **metadata}
+    step._metadata_accumulator = OutputMetadataAccumulator(per_output_metadata=merged)
+
+
+# -- the event log ---------------------------------------------------------------------------------
+
+BATCH_SIZE = "1000"
+_BATCHED_KINDS = {
+    DagsterEventType.ASSET_MATERIALIZATION,
+    DagsterEventType.ASSET_OBSERVATION,
+    # A range run's "planned" events, one per asset per minute file: stored per partition (so a
+    # failed run marks each of its minute files failed in the UI), in one transaction.
+    DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+}
+_STORAGE_METHODS = ("_event_to_row", "run_connection", "index_transaction", "_store_asset_event_tags", "_store_asset_event")
+
+
+def batch_event_writes() -> None:
+    """Have Dagster hand a range output's per-partition events to the storage in batches.
+
+    Dagster reads DAGSTER_EVENT_BATCH_SIZE (public) from the environment of the process that runs
+    the step, each time it logs an event; an explicit setting wins. Called when the step starts.
+    """
+    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", BATCH_SIZE)
+
+
+if INTERNALS:
+
+    class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
+        """`SqliteEventLogStorage` whose `store_event_batch` writes a batch in one transaction per shard.
+
+        Configured with the same `base_dir` as the stock storage (`<home>/history/runs`), so an
+        instance can switch between the two and keep its history.
+        """
+
+        @classmethod
+        def config_type(cls) -> Mapping[str, Any]:
+            return {"base_dir": Field(StringSource)}
+
+        @classmethod
+        def from_config_value(  # type: ignore[override]
+            cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+        ) -> BatchedSqliteEventLogStorage:
+            return cls(base_dir=config_value["base_dir"], inst_data=inst_data)
+
+        def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+            missing = [m for m in _STORAGE_METHODS if not hasattr(self, m)]
+            if missing:
+                _warn_once("batched event log", f"SqliteEventLogStorage has no {', '.join(missing)}")
+                return super().store_event_batch(events)
+            # A batch can mix kinds (a run's planned events: materializations, then asset checks):
+            # each stretch of one batchable kind is written at once, the rest by Dagster's own code.
+            for batchable, stretch in itertools.groupby(events, key=_batch_kind):
+                stretch = list(stretch)
+                if batchable is None or len(stretch) < 2:
+                    super().store_event_batch(stretch)
+                else:
+                    self._store_asset_events(stretch)
+
+        def _store_asset_events(self, events: Sequence[EventLogEntry]) -> None:
+            rows = [self._event_to_row(e) for e in events]
+            by_run: dict[str, list[dict[str, Any]]] = {}
+            for event, row in zip(events, rows):
+                by_run.setdefault(event.run_id, []).append(row)
+            for run_id, run_rows in by_run.items():
+                with self.run_connection(run_id) as conn:
+                    conn.execute(SqlEventLogStorageTable.insert(), run_rows)
+
+            # Asset events are mirrored in the index shard, whose ids the asset tables refer to.
+            with self.index_transaction() as conn:
+                inserted = conn.execute(
+                    SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True),
+                    rows,
+                )
+                event_ids = [row[0] for row in inserted]
+                if len(event_ids) != len(events) or any(i is None for i in event_ids):
+                    raise dg.DagsterInvariantViolationError("event batch insert returned no id for some events")
+                self._store_asset_event_tags(conn, events, event_ids)
+                latest: dict[str, tuple[EventLogEntry, int]] = {}
+                for event, event_id in zip(events, event_ids):
+                    latest[event.dagster_event.asset_key.to_string()] = (event, event_id)
+                for event, event_id in latest.values():
+                    self._store_asset_event(conn, event, event_id)
+
+    def _batch_kind(event: EventLogEntry) -> DagsterEventType | None:
+        """The event's kind when this storage writes it in batches, else None."""
+        dagster_event = event.dagster_event
+        if dagster_event is None or not dagster_event.asset_key or dagster_event.event_type not in _BATCHED_KINDS:
+            return None
+        return dagster_event.event_type
