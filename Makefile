@@ -3,17 +3,31 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+UV_VERSION := 0.13.9
+# Two workers: the suite waits on servers and subprocesses as much as it computes.
+PYTEST_WORKERS ?= 2
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: setup run test dev home bench bench-quick clean
+.PHONY: setup lock run test test-fast test-upgrade lint format dev home bench bench-quick peers clean
 
-$(STAMP): pyproject.toml
+# The versions CI tested: uv installs exactly what uv.lock pins (`make lock` updates it).
+$(STAMP): pyproject.toml uv.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/uv sync --quiet --frozen --extra dev --inexact --active
 	@touch $(STAMP)
 
 setup: $(STAMP)
+
+lock: setup
+	$(VENV)/bin/uv lock --python 3.11
+
+# The real peers the tests run against: PostgreSQL, bqemulator (its own venv), Chromium, syslog-ng.
+peers:
+	@scripts/ensure-postgres
+	@scripts/ensure-bqemulator >/dev/null
+	@if [ -x scripts/ensure-chromium ]; then scripts/ensure-chromium; fi
+	@if [ -x scripts/ensure-syslog-ng ]; then scripts/ensure-syslog-ng; fi
 
 home: setup
 	@$(PY) -m jam_assets.home "$(DAGSTER_HOME)" >/dev/null
@@ -21,9 +35,26 @@ home: setup
 run: setup home
 	$(VENV)/bin/jam-etl run
 
-test: setup
-	@scripts/ensure-postgres
-	$(PY) -m pytest
+# Everything, on $(PYTEST_WORKERS) processes (under 5 minutes on 2 cores).
+test: setup peers
+	$(PY) -m pytest -n $(PYTEST_WORKERS)
+
+# The core, the checks' logic, the sensor's planning: no servers, no subprocesses (under a minute).
+test-fast: setup
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow"
+
+# The suite on the newest 1.13 Dagster core, in a venv of its own (see pyproject.toml).
+test-upgrade: setup peers
+	scripts/test-upgrade
+
+lint: setup
+	$(VENV)/bin/ruff check jam_assets jam_assets_tests bench scripts
+	$(VENV)/bin/ruff format --check jam_assets jam_assets_tests bench
+	$(VENV)/bin/pyright
+
+format: setup
+	$(VENV)/bin/ruff check --fix jam_assets jam_assets_tests bench
+	$(VENV)/bin/ruff format jam_assets jam_assets_tests bench
 
 dev: setup home
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
@@ -35,4 +66,4 @@ bench-quick: setup
 	$(PY) bench/run.py --quick
 
 clean:
-	rm -rf $(VENV) .dagster_home dune_exports .pytest_cache
+	rm -rf $(VENV) .venv-bqemu .dagster_home dune_exports .pytest_cache
