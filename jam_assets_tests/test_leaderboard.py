@@ -9,8 +9,11 @@ DuckDB and BigQuery, as a run would.
 
 from __future__ import annotations
 
+import base64
+import html.parser
 import math
 import re
+import xml.etree.ElementTree as ET
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
@@ -25,7 +28,7 @@ from jam_assets.core.generator import Generator, Profile
 from jam_assets.core.quality import DEFAULT_ELAPSED_BANDS, QualityBounds, hex_patterns
 from jam_assets.core.staging import JsonlStage, export_path, publish
 from jam_assets.core.transform import transform_stream
-from jam_assets.leaderboard import compute
+from jam_assets.leaderboard import compute, page, terminal
 from jam_assets.sinks import bigquery as bq_sink
 from jam_assets.sinks.duckdb import replace_minute_files
 
@@ -532,3 +535,157 @@ def test_bigquery_gives_duckdbs_rows(loaded, bq_dataset):  # noqa: F811 (the fix
         assert q.sql.count("WHERE ((minute_start >= TIMESTAMP '2025-04-2") == q.sql.count(
             f"FROM `{bq_dataset.dataset_id}."
         )
+
+
+# ------------------------------------------------------------------------------------------------
+# The page, Markdown and the terminal
+# ------------------------------------------------------------------------------------------------
+
+VOID = {"meta", "br", "hr", "img", "input", "link", "wbr"}
+
+
+class Structure(html.parser.HTMLParser):
+    """What a page holds, and whether its elements nest (each end tag closes the innermost open one)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.decl, self.open, self.problems = None, [], []
+        self.elements: list[tuple[str, dict, tuple[str, ...]]] = []  # (tag, attrs, section ids around it)
+        self.sections: list[str] = []
+
+    def handle_decl(self, decl):
+        self.decl = decl
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.elements.append((tag, attrs, tuple(self.sections)))
+        if tag == "section":
+            self.sections.append(attrs.get("id", ""))
+        if tag not in VOID:
+            self.open.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs), tuple(self.sections)))
+
+    def handle_endtag(self, tag):
+        if not self.open or self.open[-1] != tag:
+            self.problems.append(f"</{tag}> closes <{self.open[-1] if self.open else None}>")
+            return
+        self.open.pop()
+        if tag == "section":
+            self.sections.pop()
+
+
+def parse(text: str) -> Structure:
+    s = Structure()
+    s.feed(text)
+    s.close()
+    assert s.problems == [] and s.open == []
+    return s
+
+
+BUILT = datetime(2025, 4, 25, 6, 0, 0, tzinfo=UTC)
+
+
+def test_the_page_has_a_sortable_table_per_metric_the_charts_the_failures_and_the_build_time(loaded):
+    board = compute.leaderboard_rows_duckdb(loaded["conn"], [D1, D2])
+    quality = compute.quality_report_rows_duckdb(loaded["conn"], [D1, D2])
+    text = page.render_html(board, quality, BUILT)
+    s = parse(text)
+    assert s.decl == "DOCTYPE html" and text.startswith("<!DOCTYPE html>")
+    assert [a.get("lang") for t, a, _ in s.elements if t == "html"] == ["en"]
+    assert [a.get("charset") for t, a, _ in s.elements if t == "meta" and "charset" in a] == ["utf-8"]
+    tables = [a["data-metric"] for t, a, _ in s.elements if t == "table" and a.get("class") == "sortable"]
+    assert tables == list(compute.METRICS)
+    for metric in compute.METRICS:
+        rows = [a for t, a, where in s.elements if t == "tr" and "data-day" in a and f"metric-{metric}" in where]
+        assert len(rows) == sum(r["metric"] == metric for r in board)
+        svgs = [t for t, _, where in s.elements if t == "svg" and f"metric-{metric}" in where]
+        assert len(svgs) == (metric in compute.TIMED_METRICS)
+    assert [a["datetime"] for t, a, _ in s.elements if t == "time"] == ["2025-04-25T06:00:00+00:00"]
+    assert "2025-04-25 06:00:00 UTC" in text
+    # Numbers sort by their data-value, not by their formatted text.
+    assert '<td class="num" data-value="47000">47,000</td>' in text
+    # Failures per team: NANO's nanoseconds from 14:02, BRAVO's broken work reports.
+    quality_cells = [a for t, a, where in s.elements if "quality" in where]
+    assert quality_cells and f"{NANO_FROM} line" in text and f"erasure_root={BROKEN_HEX}" in text
+    # Nothing from the network: links are in-page anchors, nothing has a src, the only URL is SVG's namespace.
+    for t, a, _ in s.elements:
+        assert "src" not in a and not any(k in a for k in ("action", "xlink:href")), (t, a)
+        assert a.get("href", "#").startswith("#"), (t, a)
+    assert set(re.findall(r"https?://[^\"' )]*", text)) == {"http://www.w3.org/2000/svg"}
+    assert "<link" not in text and "url(" not in text and "@import" not in text
+
+
+def test_the_page_escapes_what_the_telemetry_says():
+    row = {
+        "day": D1,
+        "team": '<script>alert("x")</script>',
+        "metric": "block_author",
+        "values": 10,
+        "median_us": 50_000,
+        "p90_us": 60_000,
+        "min_us": 40_000,
+        "max_us": 70_000,
+        "rank": 1,
+        "flag": None,
+    }
+    text = page.render_html([row], [], "2025-04-25T06:00:00Z")
+    assert "<script>alert" not in text and "&lt;script&gt;alert(&quot;x&quot;)" in text
+    parse(text)
+
+
+def test_the_chart_is_a_line_per_team_over_the_days(loaded, tmp_path):
+    board = compute.leaderboard_rows_duckdb(loaded["conn"], [D0, D1, D2])
+    svg = ET.fromstring(page.chart_svg(board, "block_author"))  # well-formed XML, so usable as an image
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    teams = {g.get("data-team"): g for g in svg.iterfind("s:g", ns)}
+    assert sorted(teams) == ["ALPHA", "BRAVO", "CHARLIE", "DELTA", "FEW", "FEWNANO", "NANO"]
+    assert [len(teams[t].findall("s:circle", ns)) for t in ("ALPHA", "BRAVO", "NANO", "DELTA")] == [3, 2, 2, 1]
+    assert [len(teams[t].findall("s:polyline", ns)) for t in ("ALPHA", "DELTA")] == [1, 0]
+    labels = [t.text for t in svg.iterfind("s:text", ns)]
+    assert {D0, D1, D2} <= set(labels) and "1 s" in labels
+    image = page.chart_markdown(board, "block_author")
+    assert image.startswith("![block_author: median per team per day](data:image/svg+xml;base64,")
+    assert base64.b64decode(image.split(",", 1)[1][:-1]).decode() == page.chart_svg(board, "block_author")
+    path = page.write_chart_svg(board, "refine", tmp_path / "charts" / "refine.svg")
+    assert path.read_text() == page.chart_svg(board, "refine")
+
+
+def test_markdown_table_ranks_the_latest_day(loaded):
+    board = compute.leaderboard_rows_duckdb(loaded["conn"], [D1])
+    assert page.markdown_table(board, "block_author") == "\n".join([
+        f"**block_author** on {D1}: time to author a block and compute its state root (blocks.elapsed)",
+        "",
+        "| # | team | median µs | p90 µs | values |",
+        "|--:|:--|--:|--:|--:|",
+        "| 1 | ALPHA | 47,000 | 91,000 | 15 |",
+        "| 2 | BRAVO | 70,000 | 100,000 | 10 |",
+        "| 2 | CHARLIE | 70,000 | 74,000 | 11 |",
+        "| 4 | DELTA | 500,000 | 500,000 | 10 |",
+        "",
+        "Not ranked: FEW (too_few_values), FEWNANO (unit_suspect), NANO (unit_suspect)",
+    ])  # fmt: skip
+    assert page.markdown_table(compute.leaderboard_rows_duckdb(loaded["conn"], [D1, D2]), "block_author").startswith(
+        f"**block_author** on {D2}"
+    )
+    assert page.markdown_table(board, "ticket").splitlines()[-1] == "Not ranked: FEW (too_few_values)"
+    assert page.markdown_table([], "refine") == "No refine rows."
+
+
+def test_format_table_for_the_terminal(loaded):
+    board = compute.leaderboard_rows_duckdb(loaded["conn"], [D1])
+    assert terminal.format_table(board, "work_reports") == "\n".join([
+        f"work_reports on {D1}",
+        "rank  team     values  flag",
+        "   1  BRAVO        12",
+        "   2  ALPHA        10",
+        "   2  CHARLIE      10",
+        "   -  FEW           1  too_few_values",
+    ])  # fmt: skip
+    lines = terminal.format_table(board, "assurance").splitlines()
+    assert lines[1].split() == ["rank", "team", "median", "µs", "p90", "µs", "min", "µs", "max", "µs", "values", "flag"]
+    assert lines[2].split() == ["1", "ALPHA", "5,040", "5,080", "5,000", "5,090", "10"]
+    assert lines[3].split() == ["-", "MILLI", "7", "11", "3", "12", "10", "unit_suspect"]
+    with pytest.raises(KeyError, match="known: block_author"):
+        terminal.format_table(board, "gas")
