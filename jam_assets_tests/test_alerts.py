@@ -16,6 +16,8 @@ from jam_assets.defs.settings import Env
 
 from .helpers import sample_line, write_minute
 
+pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: not in `make test-fast`
+
 KEY = "2025/04/23/0600"
 
 

@@ -14,6 +14,8 @@ from jam_assets.defs.partitions import minute_files
 
 from .helpers import read_jsonl, sample_line
 
+pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: not in `make test-fast`
+
 RANGE = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 KEYS = ["2025/04/23/0600", "2025/04/23/0601", "2025/04/23/0602"]
 

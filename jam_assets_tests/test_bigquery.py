@@ -30,6 +30,8 @@ from .bigquery_emulator import (  # noqa: F401 (fixtures)
 )
 from .helpers import PROJECT, read_jsonl, sample_json, sample_line, write_minute
 
+pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: not in `make test-fast`
+
 KEY = "2025/04/23/0600"
 KEYS = ["2025/04/23/0600", "2025/04/23/0601"]
 

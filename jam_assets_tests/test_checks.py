@@ -1,11 +1,21 @@
 """Each deliberate defect fails exactly the check meant for it, with its severity and metadata;
-the clean samples pass every check. Minute files are built from the real samples."""
+the clean samples pass every check. Minute files are built from the real samples.
+
+The checks' logic is tested over exports the core writes (no Dagster run: fast); two tests run the
+checks through Dagster, for the wiring: every check evaluated in the table step, and the blocking
+accounting check failing the step."""
+
+import io
+from types import SimpleNamespace
 
 import dagster as dg
 import orjson
 import pytest
 
-from jam_assets.core.staging import StagedTable
+from jam_assets.core import quality
+from jam_assets.core.staging import JsonlStage, StagedTable, export_path, publish
+from jam_assets.core.transform import transform_stream
+from jam_assets.defs import checks
 from jam_assets.defs.assets import minute_file_tables
 from jam_assets.defs.checks import CHECK_SPECS
 from jam_assets.defs.io_managers import TablesIOManager
@@ -31,7 +41,24 @@ def clean_lines() -> list[dict]:
     return lines + [other]
 
 
-def evaluate(settings, resources, lines: list[dict], raise_on_error=True):
+def evaluate(settings, resources, lines: list[dict]):
+    """Every check over the exports of one minute file made of `lines`, as the table step runs them."""
+    data = b"".join(orjson.dumps(line) + b"\n" for line in lines)
+    with JsonlStage(settings.export_root / ".staging" / "test") as sink:
+        summary = transform_stream(io.BytesIO(data), KEY, sink)
+    for table, staged in sink.close().items():
+        publish(staged, export_path(settings.export_root, table, KEY))
+    exports = quality.Exports(settings.export_root, [KEY])
+    try:
+        outcomes = {(s.asset_key.path[-1], s.name): checks.evaluate(s.key, exports, {KEY: summary}, settings)
+                    for s in CHECK_SPECS}
+    finally:
+        exports.close()
+    return None, {k: SimpleNamespace(passed=o.passed, severity=SimpleNamespace(value=o.severity),
+                                     metadata=checks._metadata(o)) for k, o in outcomes.items()}
+
+
+def evaluate_in_dagster(settings, resources, lines: list[dict], raise_on_error=True):
     write_minute(settings.log_root, KEY, [orjson.dumps(line) for line in lines])
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(minute_files.name, [KEY])
@@ -43,11 +70,18 @@ def evaluate(settings, resources, lines: list[dict], raise_on_error=True):
 
 
 def failing(evaluations):
-    return {k: (e.severity.value, e.metadata["headline"].value) for k, e in evaluations.items() if not e.passed}
+    return {k: (e.severity.value, meta(e, "headline")) for k, e in evaluations.items() if not e.passed}
 
 
 def meta(evaluation, name):
-    return evaluation.metadata[name].value
+    value = evaluation.metadata[name]
+    return value.value if isinstance(value, dg.MetadataValue) else value
+
+
+@pytest.mark.slow
+def test_clean_samples_pass_every_check_in_the_table_step(settings, resources):
+    _, evaluations = evaluate_in_dagster(settings, resources, clean_lines())
+    assert failing(evaluations) == {}
 
 
 def test_clean_samples_pass_every_check(settings, resources):
@@ -161,9 +195,10 @@ class DroppingIOManager(TablesIOManager):
         super().handle_output(context, obj)
 
 
+@pytest.mark.slow
 def test_lost_lines_fail_the_blocking_accounting_check(settings, resources):
     tampered = {**resources, "table_io_manager": DroppingIOManager(settings=settings, warehouse=resources["table_io_manager"].warehouse)}
-    result, evaluations = evaluate(settings, tampered, clean_lines(), raise_on_error=False)
+    result, evaluations = evaluate_in_dagster(settings, tampered, clean_lines(), raise_on_error=False)
     assert failing(evaluations) == {("raw_log", "lines_accounted"): ("ERROR", "1 minute files do not add up (+1 lines missing)")}
     assert meta(evaluations[("raw_log", "lines_accounted")], "samples") == [
         {"minute_file": KEY, "lines_in_file": 10, "lines_in_outputs": 9}]

@@ -7,11 +7,14 @@ import sys
 from datetime import datetime, timezone
 
 import dagster as dg
+import pytest
 
-from jam_assets.core.generator import TINY, write_minutes
 from jam_assets._dagster_compat import BatchedSqliteEventLogStorage
+from jam_assets.core.generator import TINY, write_minutes
 
 from .helpers import PROJECT, sample_line
+
+pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: not in `make test-fast`
 
 
 def jam_etl(tmp_path, *args, **env):

@@ -7,10 +7,13 @@ import sys
 from datetime import datetime, timezone
 
 import duckdb
+import pytest
 
 from jam_assets.core.generator import TINY, Generator
 
 from .helpers import PROJECT
+
+pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: not in `make test-fast`
 
 
 def test_two_concurrent_runs_share_duckdb(tmp_path):

@@ -9,11 +9,14 @@ import time
 from datetime import datetime, timezone
 
 import duckdb
+import pytest
 
 from jam_assets.core import schema
 from jam_assets.core.generator import TINY, Generator
 
 from .helpers import PROJECT
+
+pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: not in `make test-fast`
 
 KEY = "2025/04/23/0600"
 

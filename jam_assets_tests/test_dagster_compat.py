@@ -14,6 +14,8 @@ from jam_assets.defs.assets import minute_file_tables
 from jam_assets.defs.partitions import minute_files, range_tags
 from jam_assets.home import home_config
 
+pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: not in `make test-fast`
+
 KEYS = [f"2025/04/23/06{m:02d}" for m in range(3)]
 
 

@@ -22,6 +22,8 @@ from jam_assets.home import instance_at, prepare_home
 
 from .helpers import PROJECT, sample_json
 
+pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: not in `make test-fast`
+
 BACKFILL_STATUS = """
 query($id: String!) { partitionBackfillOrError(backfillId: $id) {
   ... on PartitionBackfill { status runs(limit: 20) { status } } } }

@@ -10,10 +10,12 @@ import pytest
 from dagster._core.events import DagsterEventType
 from dagster._core.storage.event_log import SqliteEventLogStorage
 
+from jam_assets._dagster_compat import BatchedSqliteEventLogStorage
 from jam_assets.core.generator import TINY, Generator
 from jam_assets.defs.assets import minute_file_tables
 from jam_assets.defs.partitions import minute_files, range_tags
-from jam_assets._dagster_compat import BatchedSqliteEventLogStorage
+
+pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: not in `make test-fast`
 
 KEYS = [f"2025/04/23/06{m:02d}" for m in range(5)]
 def batched_instance(tmp_path):

@@ -6,11 +6,14 @@ import subprocess
 import sys
 
 import dagster as dg
+import pytest
 
 from jam_assets.defs.assets import POOL
 from jam_assets.home import instance_at
 
 from .helpers import PROJECT, sample_line, write_minute
+
+pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: not in `make test-fast`
 
 
 def test_the_instance_make_creates_limits_the_warehouse_pool_to_one(tmp_path):

@@ -12,6 +12,8 @@ from jam_assets.defs.partitions import minute_files
 from .helpers import PROJECT, sample_line, write_minute
 from .pg import postgres_server
 
+pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: not in `make test-fast`
+
 RANGE = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 
 

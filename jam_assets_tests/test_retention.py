@@ -1,6 +1,7 @@
 from datetime import datetime, timezone
 
 import dagster as dg
+import pytest
 
 from jam_assets.definitions import build_defs
 from jam_assets.defs.assets import minute_file_tables
@@ -9,6 +10,8 @@ from jam_assets.defs.retention import prunable
 from jam_assets.defs.settings import JamSettings
 
 from .helpers import sample_line, write_minute
+
+pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: not in `make test-fast`
 
 
 def test_prunable_keys():

@@ -31,6 +31,8 @@ from .bigquery_emulator import bigquery_emulator, bq, bq_dataset  # noqa: F401 (
 from .dune_standin import DuneStandIn
 from .helpers import sample_line, write_minute
 
+pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: not in `make test-fast`
+
 KEY = "2025/04/23/0600"
 DUNE_KEY = "dune-SECRET-5b7e1d"
 ACCESS_TOKEN = "ya29.ACCESS-SECRET-77f0"

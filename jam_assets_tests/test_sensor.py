@@ -1,10 +1,10 @@
 """The sensor on a temporary log root, evaluated against a real instance."""
 
 import json
-
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import pytest
 
 from jam_assets.definitions import build_defs
 from jam_assets.defs.partitions import minute_files
@@ -28,6 +28,7 @@ def added(result):
     return [k for r in result.dynamic_partitions_requests for k in r.partition_keys]
 
 
+@pytest.mark.slow  # a Dagster instance
 def test_new_closed_file_open_minute_unchanged_and_grown(settings, resources):
     now = datetime.now(timezone.utc)
     closed, current = key_at(now - timedelta(minutes=5)), key_at(now)
@@ -53,6 +54,7 @@ def test_new_closed_file_open_minute_unchanged_and_grown(settings, resources):
         assert added(third) == []
 
 
+@pytest.mark.slow  # a Dagster instance
 def test_several_new_files_are_one_range_run(settings, resources):
     now = datetime.now(timezone.utc)
     keys = [key_at(now - timedelta(minutes=m)) for m in (9, 8, 7)]
@@ -66,6 +68,7 @@ def test_several_new_files_are_one_range_run(settings, resources):
         assert request.tags["dagster/asset_partition_range_end"] == keys[-1]
 
 
+@pytest.mark.slow  # a Dagster instance
 def test_cursor_stays_small_with_many_old_files(settings, resources):
     old = datetime(2025, 4, 23, 0, 0, tzinfo=timezone.utc)
     for m in range(300):
@@ -77,6 +80,7 @@ def test_cursor_stays_small_with_many_old_files(settings, resources):
         assert len(result.cursor) < 200
 
 
+@pytest.mark.slow  # a Dagster instance
 def test_a_vanished_watched_file_is_forgotten_without_a_request(settings, resources):
     now = datetime.now(timezone.utc)
     key = key_at(now - timedelta(minutes=3))
@@ -91,6 +95,7 @@ def test_a_vanished_watched_file_is_forgotten_without_a_request(settings, resour
         assert json.loads(second.cursor)["watch"] == {}
 
 
+@pytest.mark.slow  # a Dagster instance
 def test_a_failed_minute_is_requested_again_with_backoff_until_it_succeeds(settings, resources, monkeypatch):
     """The minute's run fails (the warehouse is down): the sensor asks again a minute later, then after
     two more minutes, and forgets the minute once a run succeeds."""
