@@ -508,6 +508,7 @@ def test_quality_bounds_are_the_checks_bounds(loaded):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the emulator: a server (about 2 s to start) and 11 table loads
 def test_bigquery_gives_duckdbs_rows(loaded, bq_dataset):  # noqa: F811 (the fixture)
     target = bq_sink.BigQueryTarget(bq_dataset.project, bq_dataset.dataset, maximum_bytes_billed=10**9)
     writer = bq_sink.BigQueryWriter(bq_dataset.client, target, "leaderboard-test", loaded["root"] / "bq")

@@ -31,14 +31,18 @@ taking the MIN of `minute_file || zero-padded line_no || value` (minute_file is 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
+from google.cloud import bigquery
+
 from ..core import schema
 from ..core.quality import DEFAULT_ELAPSED_BANDS, ElapsedBand, QualityBounds, hex_patterns
+from ..sinks.bigquery import BigQueryTarget
 
 DEFAULT_MIN_VALUES = 10
 # Output column -> percentile in percent: integers keep the position exact.
@@ -81,77 +85,97 @@ METRIC_TABLES = tuple(dict.fromkeys(m.table for m in METRICS.values()))
 # ------------------------------------------------------------------------------------------------
 
 
-class _DuckDB:
+class Dialect:
+    """What differs between the two SQL dialects; everything else in the statements is common SQL."""
+
+    int_type: str
+    string_type: str
+
+    def q(self, name: str) -> str:
+        """A quoted identifier."""
+        raise NotImplementedError
+
+    def day(self, column: str) -> str:
+        """The UTC date of a TIMESTAMP column."""
+        raise NotImplementedError
+
+    def timestamp(self, day: date) -> str:
+        """The TIMESTAMP literal of a day's first microsecond, UTC."""
+        raise NotImplementedError
+
+    def div(self, a: str, b: str) -> str:
+        """Integer division, rounding down (the operands are never negative)."""
+        raise NotImplementedError
+
+    def full_match(self, column: str, pattern: str) -> str:
+        """Whether the whole value matches an RE2 pattern."""
+        raise NotImplementedError
+
+    def shift(self, column: str, microseconds: int) -> str:
+        """A TIMESTAMP column moved by some microseconds."""
+        raise NotImplementedError
+
+    def iso_time(self, column: str) -> str:
+        """A TIMESTAMP as the exports write it: 2025-04-23T06:00:06.285625Z."""
+        raise NotImplementedError
+
+
+class DuckDBDialect(Dialect):
     int_type = "BIGINT"
     string_type = "VARCHAR"
 
-    @staticmethod
-    def q(name: str) -> str:
+    def q(self, name: str) -> str:
         return f'"{name}"'
 
-    @staticmethod
-    def day(column: str) -> str:
+    def day(self, column: str) -> str:
         return f"CAST({column} AS DATE)"
 
-    @staticmethod
-    def timestamp(day: date) -> str:
+    def timestamp(self, day: date) -> str:
         return f"TIMESTAMP '{day.isoformat()} 00:00:00'"  # minute_start is a UTC TIMESTAMP without zone
 
-    @staticmethod
-    def div(a: str, b: str) -> str:
+    def div(self, a: str, b: str) -> str:
         return f"(({a}) // ({b}))"
 
-    @staticmethod
-    def full_match(column: str, pattern: str) -> str:
+    def full_match(self, column: str, pattern: str) -> str:
         return f"regexp_full_match({column}, '{pattern}')"
 
-    @staticmethod
-    def shift(column: str, microseconds: int) -> str:
+    def shift(self, column: str, microseconds: int) -> str:
         return f"({column} + to_microseconds({microseconds}))"
 
-    @staticmethod
-    def iso_time(column: str) -> str:
+    def iso_time(self, column: str) -> str:
         return f"strftime({column}, '%Y-%m-%dT%H:%M:%S.%fZ')"
 
 
-class _BigQuery(_DuckDB):
+class BigQueryDialect(Dialect):
     int_type = "INT64"
     string_type = "STRING"
 
-    @staticmethod
-    def q(name: str) -> str:
+    def q(self, name: str) -> str:
         return f"`{name}`"
 
-    @staticmethod
-    def day(column: str) -> str:
+    def day(self, column: str) -> str:
         return f"DATE({column})"  # UTC
 
-    @staticmethod
-    def timestamp(day: date) -> str:
+    def timestamp(self, day: date) -> str:
         return f"TIMESTAMP '{day.isoformat()} 00:00:00+00'"
 
-    @staticmethod
-    def div(a: str, b: str) -> str:
+    def div(self, a: str, b: str) -> str:
         # Each argument in its own parentheses: the emulator's SQL translator (sqlglot) drops the
         # grouping of DIV(a + b, c) and computes a + (b DIV c); BigQuery reads both alike.
         return f"DIV(({a}), ({b}))"
 
-    @staticmethod
-    def full_match(column: str, pattern: str) -> str:
+    def full_match(self, column: str, pattern: str) -> str:
         return f"REGEXP_CONTAINS({column}, r'^(?:{pattern})$')"
 
-    @staticmethod
-    def shift(column: str, microseconds: int) -> str:
+    def shift(self, column: str, microseconds: int) -> str:
         return f"TIMESTAMP_ADD({column}, INTERVAL {microseconds} MICROSECOND)"
 
-    @staticmethod
-    def iso_time(column: str) -> str:
+    def iso_time(self, column: str) -> str:
         return f"FORMAT_TIMESTAMP('%Y-%m-%dT%H:%M:%E6SZ', {column})"
 
 
-DUCKDB = _DuckDB()
-BIGQUERY = _BigQuery()
-Dialect = _DuckDB
+DUCKDB = DuckDBDialect()
+BIGQUERY = BigQueryDialect()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -183,6 +207,9 @@ def day_runs(days: Sequence[date]) -> list[tuple[date, date]]:
 
 
 def day_filter(d: Dialect, days: Sequence[date]) -> str:
+    """`minute_start` within the days: one half-open range per run of consecutive days."""
+    if not days:
+        raise ValueError("no days to compute")
     ranges = [f"(minute_start >= {d.timestamp(a)} AND minute_start < {d.timestamp(b)})" for a, b in day_runs(days)]
     return "(" + " OR ".join(ranges) + ")"
 
@@ -408,9 +435,37 @@ def _as_rows(table: str, records: Iterable[Sequence[Any]]) -> list[dict[str, Any
     return out
 
 
-def _duckdb_tables(conn, wanted: Iterable[str]) -> dict[str, str]:
+def _run_duckdb(conn, output: str, wanted: Iterable[str], sql_for: Callable[[dict[str, str]], str]) -> list[dict]:
+    """Rows of `output` from the SQL `sql_for(tables)` makes over the wanted tables that exist."""
     present = {r[0] for r in conn.execute("SELECT DISTINCT table_name FROM information_schema.tables").fetchall()}
-    return {t: DUCKDB.q(t) for t in wanted if t in present}
+    tables = {t: DUCKDB.q(t) for t in wanted if t in present}
+    return _as_rows(output, conn.execute(sql_for(tables)).fetchall()) if tables else []
+
+
+def _run_bigquery(
+    client: bigquery.Client,
+    target: BigQueryTarget | str,
+    output: str,
+    wanted: Iterable[str],
+    sql_for: Callable[[dict[str, str]], str],
+) -> list[dict]:
+    """Rows of `output` from one query over the wanted tables of the dataset of `target` (a
+    BigQueryTarget, whose byte limit, job timeout and location apply, or "project.dataset")."""
+    config = bigquery.QueryJobConfig()
+    location = None
+    if isinstance(target, BigQueryTarget):
+        config.maximum_bytes_billed = target.maximum_bytes_billed
+        config.job_timeout_ms = int(target.job_timeout_seconds * 1000)
+        location = target.location
+        dataset_id = f"{target.project}.{target.dataset}"
+    else:
+        dataset_id = target
+    present = {t.table_id for t in client.list_tables(dataset_id)}
+    tables = {t: f"`{dataset_id}.{t}`" for t in wanted if t in present}
+    if not tables:
+        return []
+    job = client.query(sql_for(tables), job_config=config, location=location)
+    return _as_rows(output, (tuple(r.values()) for r in job.result()))
 
 
 def leaderboard_rows_duckdb(
@@ -419,35 +474,33 @@ def leaderboard_rows_duckdb(
     min_values: int = DEFAULT_MIN_VALUES,
     bands: Mapping[str, ElapsedBand] | None = None,
 ) -> list[dict[str, Any]]:
-    """The leaderboard of `days` from the tables in a DuckDB connection, in schema order, sorted by
-    day, metric (METRICS order), rank (unranked last), team."""
+    """The leaderboard of `days` from the tables in a DuckDB connection, in schema order (`day` as
+    YYYY-MM-DD), sorted by day, metric (METRICS order), rank (unranked last), team."""
     days = as_days(days)
-    tables = _duckdb_tables(conn, METRIC_TABLES)
-    if not days or not tables:
+    if not days:
         return []
-    rows = _as_rows("leaderboard", conn.execute(leaderboard_sql(DUCKDB, tables, days, min_values, bands)).fetchall())
+    rows = _run_duckdb(
+        conn, "leaderboard", METRIC_TABLES, lambda t: leaderboard_sql(DUCKDB, t, days, min_values, bands)
+    )
     return sorted(rows, key=_leaderboard_order)
 
 
 def quality_report_rows_duckdb(
     conn, days: Iterable[date | str], bounds: QualityBounds | None = None
 ) -> list[dict[str, Any]]:
-    """The quality report of `days` from the tables in a DuckDB connection, in schema order, sorted by
-    day, team, table (FORMAT.md order), check (CHECKS order)."""
+    """The quality report of `days` from the tables in a DuckDB connection, in schema order (`day`
+    as YYYY-MM-DD), sorted by day, team, table (FORMAT.md order), check (CHECKS order)."""
     days = as_days(days)
-    tables = _duckdb_tables(conn, schema.TABLES)
-    if not days or not tables:
+    if not days:
         return []
-    rows = _as_rows("quality_report", conn.execute(quality_report_sql(DUCKDB, tables, days, bounds)).fetchall())
+    rows = _run_duckdb(conn, "quality_report", schema.TABLES, lambda t: quality_report_sql(DUCKDB, t, days, bounds))
     return sorted(rows, key=_quality_order)
 
 
-def exports_connection(export_root: Path, days: Iterable[date | str]):
+def exports_connection(export_root: Path, days: Iterable[date | str]) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB whose tables are views over the JSONL exports of `days` (read with the
     schema's types), for leaderboard_rows_duckdb/quality_report_rows_duckdb without a warehouse.
-    A table without export files that day is left out."""
-    import duckdb
-
+    A table without export files those days is left out."""
     conn = duckdb.connect()
     days = as_days(days)
     for table in schema.TABLES:
@@ -465,31 +518,9 @@ def exports_connection(export_root: Path, days: Iterable[date | str]):
     return conn
 
 
-def _bigquery_run(client, target, table: str, sql_for: Any) -> list[dict[str, Any]]:
-    """Run the SQL made by `sql_for(tables)` against the dataset of `target` (a BigQueryTarget or
-    "project.dataset"), with the target's byte limit and job timeout."""
-    from google.cloud import bigquery
-
-    dataset_id = target if isinstance(target, str) else f"{target.project}.{target.dataset}"
-    present = {t.table_id for t in client.list_tables(dataset_id)}
-    config = bigquery.QueryJobConfig()
-    location = None
-    if not isinstance(target, str):
-        config.maximum_bytes_billed = target.maximum_bytes_billed
-        config.job_timeout_ms = int(target.job_timeout_seconds * 1000)
-        location = target.location
-    tables = {
-        t: f"`{dataset_id}.{t}`" for t in (METRIC_TABLES if table == "leaderboard" else schema.TABLES) if t in present
-    }
-    if not tables:
-        return []
-    job = client.query(sql_for(tables), job_config=config, location=location)
-    return _as_rows(table, (tuple(r.values()) for r in job.result()))
-
-
 def leaderboard_rows_bigquery(
-    client,
-    target,
+    client: bigquery.Client,
+    target: BigQueryTarget | str,
     days: Iterable[date | str],
     min_values: int = DEFAULT_MIN_VALUES,
     bands: Mapping[str, ElapsedBand] | None = None,
@@ -499,16 +530,23 @@ def leaderboard_rows_bigquery(
     days = as_days(days)
     if not days:
         return []
-    rows = _bigquery_run(client, target, "leaderboard", lambda t: leaderboard_sql(BIGQUERY, t, days, min_values, bands))
+    rows = _run_bigquery(
+        client, target, "leaderboard", METRIC_TABLES, lambda t: leaderboard_sql(BIGQUERY, t, days, min_values, bands)
+    )
     return sorted(rows, key=_leaderboard_order)
 
 
 def quality_report_rows_bigquery(
-    client, target, days: Iterable[date | str], bounds: QualityBounds | None = None
+    client: bigquery.Client,
+    target: BigQueryTarget | str,
+    days: Iterable[date | str],
+    bounds: QualityBounds | None = None,
 ) -> list[dict[str, Any]]:
     """quality_report_rows_duckdb's rows, from the BigQuery dataset of `target`."""
     days = as_days(days)
     if not days:
         return []
-    rows = _bigquery_run(client, target, "quality_report", lambda t: quality_report_sql(BIGQUERY, t, days, bounds))
+    rows = _run_bigquery(
+        client, target, "quality_report", schema.TABLES, lambda t: quality_report_sql(BIGQUERY, t, days, bounds)
+    )
     return sorted(rows, key=_quality_order)
