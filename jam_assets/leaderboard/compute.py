@@ -215,7 +215,7 @@ def day_filter(d: Dialect, days: Sequence[date]) -> str:
 
 
 def _literal_rows(rows: list[dict[str, Any]]) -> str:
-    """A constant relation as SELECT ... UNION ALL SELECT ... (both dialects; VALUES lists differ)."""
+    """A constant relation as SELECT ... UNION ALL SELECT ...: GoogleSQL has no VALUES table constructor."""
 
     def literal(v: Any) -> str:
         return f"'{v}'" if isinstance(v, str) else str(int(v))
@@ -327,7 +327,7 @@ def _table_quality_sql(
     d: Dialect, table: str, ref: str, where: str, band: ElapsedBand | None, tolerance_us: int
 ) -> str:
     """One table's (day, team) aggregates of all three checks, in one pass over its rows."""
-    patterns = hex_patterns(table)
+    patterns = hex_patterns(table)  # never empty: sender_id is in every table
     wanted = ["minute_file", "line_no", "minute_start", "team", "time", *(["elapsed"] if band else []), *patterns]
     distinct = "DISTINCT " if table in _MULTI_ROW_TABLES else ""
     q = d.q
@@ -336,7 +336,9 @@ def _table_quality_sql(
     hex_value = (
         "CASE " + " ".join(f"WHEN {b} THEN '{c}=' || {q(c)}" for b, c in zip(bad_hex, patterns, strict=True)) + " END"
     )
-    late = f"{q('time')} < {d.shift('minute_start', -tolerance_us)} OR {q('time')} >= {d.shift('minute_start', 60_000_000 + tolerance_us)}"
+    early_limit = d.shift("minute_start", -tolerance_us)
+    late_limit = d.shift("minute_start", 60_000_000 + tolerance_us)  # the minute's end plus the tolerance
+    late = f"{q('time')} < {early_limit} OR {q('time')} >= {late_limit}"
     if band is None:
         elapsed = (
             f"0 AS elapsed_lines, 0 AS elapsed_failing, 0 AS elapsed_error, "
