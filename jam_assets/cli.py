@@ -140,7 +140,7 @@ def print_summary(results, settings: JamSettings, home: Path) -> None:
                 bytes_ += meta.get("bytes", 0)
                 rejected += meta.get("rejected_lines", 0)
             else:
-                rows[name] += meta.get("dagster/row_count", 0)
+                rows[name] += meta.get("rows", 0)
     print()
     print(f"Summary: {files} files, {lines} lines, {_human_bytes(bytes_)}, {rejected} rejected lines")
     width = max(len(t) for t in schema.ALL_TABLES)

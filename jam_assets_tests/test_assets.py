@@ -59,7 +59,8 @@ def test_one_partition_then_a_range_in_one_run(settings, resources, logs):
         assert meta["bytes"] == len(data)
         assert meta["lines"] == data.count(b"\n")
         assert meta["rejected_lines"] == 1
-        assert meta["lines_by_msg_type"]["131"] == 1 and meta["lines_by_msg_type"]["unreadable"] == 1
+        assert meta["lines_by_msg_type"]["ticket (131)"] == 1 and meta["lines_by_msg_type"]["unreadable"] == 1
+        assert list(meta["lines_by_msg_type"])[:2] == ["statistics (13)", "block (128)"]
 
         export = settings.export_root
         for table in schema.ALL_TABLES:
@@ -78,7 +79,7 @@ def test_one_partition_then_a_range_in_one_run(settings, resources, logs):
         for key in KEYS:
             data = (logs / f"{key}.log").read_bytes()
             assert (raw[key]["bytes"], raw[key]["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
-        rows = {(e.asset_key.path[-1], e.partition): e.materialization.metadata["dagster/row_count"].value
+        rows = {(e.asset_key.path[-1], e.partition): e.materialization.metadata["rows"].value
                 for e in ranged.get_asset_materialization_events() if e.asset_key.path[-1] != "raw_log"}
         assert [rows["rejected_lines", k] for k in KEYS] == [1, 0, 0]
         assert [rows["tickets", k] for k in KEYS] == [1, 0, 0]

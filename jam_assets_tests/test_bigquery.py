@@ -128,8 +128,11 @@ def test_a_production_run_lands_every_table_exactly_as_in_the_exports(settings, 
     assert all(f"INSERT (`minute_file`, `minute_start`" in s and "INSERT ROW" not in s for s in statements if s.startswith("MERGE"))
     blocks = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "blocks")
     meta = {k: v.value for k, v in blocks.materialization.metadata.items()}
-    assert meta["warehouse"] == "BigQuery" and meta["bigquery_statement"] == "MERGE"
-    assert meta["bigquery_rows_loaded"] == 20 and meta["rows_in_run"] == 20 and meta["bigquery_seconds"] >= 0
+    write = meta["warehouse_write"]
+    assert meta["warehouse"] == "BigQuery" and write["bigquery_statement"] == "MERGE"
+    assert write["bigquery_rows_loaded"] == 20 and write["rows"] == 20 and write["bigquery_seconds"] >= 0
+    assert (meta["rows"], meta["dagster/row_count"]) == (10, 20)  # this minute's rows; the table's after the run
+    assert meta["dagster/table_name"] == bq_dataset.table_id("blocks")
 
 
 def test_rows_per_minute_follow_the_file_through_3_1_0_and_4_rows(settings, production, instance, bq_dataset):
@@ -167,7 +170,7 @@ def test_a_serialization_failure_on_the_first_merge_is_retried(settings, product
     merges = [r for r in bq_dataset.proxy.queries() if r.sql.startswith("MERGE") and ".blocks`" in r.sql]
     assert len(merges) == 2  # the failed one, then its retry under a new job id
     blocks = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "blocks")
-    assert blocks.materialization.metadata["bigquery_retries"].value == 1
+    assert blocks.materialization.metadata["warehouse_write"].value["bigquery_retries"] == 1
     assert_bigquery_equals_exports(settings, bq_dataset)
 
 

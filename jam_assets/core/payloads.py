@@ -413,6 +413,32 @@ def segments(common: Row, payload: Any, md: dict[str, str], codec: str | None) -
     return [("segments", row)]
 
 
+# What each msg_type is, for people: raw_log's metadata shows `block (128)`, not `128`.
+MSG_TYPE_NAMES: dict[str, str] = {
+    "128": "block",
+    "13": "statistics",
+    "255": "work report",
+    "142": "preimage",
+    "141": "assurance",
+    "131": "ticket",
+    "133": "work package",
+    "0": "work package",
+    "143": "new service",
+    "135": "segments",
+    "3": "segments",
+}
+
+
+def msg_type_names(counts: dict[str, int]) -> dict[str, int]:
+    """Line counts by msg_type keyed `name (number)`, numerically ordered; unknown types say so."""
+    def label(code: str) -> str:
+        if not code.isdigit():
+            return code  # "unreadable": the line's msg_type could not be read
+        return f"{MSG_TYPE_NAMES.get(code, 'unknown')} ({code})"
+
+    return {label(k): counts[k] for k in sorted(counts, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))}
+
+
 HANDLERS: dict[str, Handler] = {
     "128": block,
     "13": statistics,

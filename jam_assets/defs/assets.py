@@ -15,6 +15,7 @@ import dagster as dg
 from ..core import schema
 from ..core.minute_files import locate
 from ..core.parallel import MinuteFileJob, stage_minute_files
+from ..core.payloads import msg_type_names
 from ..core.staging import StagedRun, StagedTable, discard, sweep_stale
 from ..core.transform import MinuteFileSummary
 from .._dagster_compat import add_partition_metadata, batch_event_writes
@@ -72,7 +73,7 @@ def raw_log_metadata(summary: MinuteFileSummary) -> dict[str, object]:
         "lines": summary.lines,
         "lines_with_rows": summary.lines_with_rows,
         "rejected_lines": summary.rejected,
-        "lines_by_msg_type": dg.MetadataValue.json(dict(sorted(summary.lines_by_msg_type.items()))),
+        "lines_by_msg_type": dg.MetadataValue.json(msg_type_names(summary.lines_by_msg_type)),
         "first_time": summary.first_time or "",
         "last_time": summary.last_time or "",
         "sha256": summary.sha256,
@@ -163,7 +164,7 @@ def minute_file_tables(context: dg.AssetExecutionContext, settings: JamSettings)
             add_partition_metadata(context, RAW_LOG, {k: raw_log_metadata(s) for k, s in summaries.items()})
             yield dg.Output(None, output_name=RAW_LOG)
         for t in tables:
-            add_partition_metadata(context, t, {k: {"dagster/row_count": n} for k, n in staged[t].rows.items()})
+            add_partition_metadata(context, t, {k: {"rows": n} for k, n in staged[t].rows.items()})
             yield dg.Output(staged[t], output_name=t)
         yield from check_results(context, settings, summaries)
     finally:

@@ -414,7 +414,9 @@ class BigQueryWriter:
         load_file.unlink(missing_ok=True)
         meta |= {"bigquery_jobs": ", ".join(progress.jobs), "bigquery_retries": progress.retries,
                  "bigquery_seconds": round(time.monotonic() - started, 2)}
-        return TableWrite(table, rows, time.monotonic() - started, meta)
+        # The table's own row count is metadata BigQuery keeps: reading it bills nothing.
+        total = self.client.get_table(self.target.table_id(table)).num_rows
+        return TableWrite(table, rows, time.monotonic() - started, table_rows=total, metadata=meta)
 
     def _load_and_merge(self, table: str, keys: list[str], load_file: Path, progress: _Progress,
                         meta: dict[str, object]) -> bigquery.QueryJob:

@@ -69,7 +69,8 @@ def replace_minute_files(conn, batches: Batches) -> dict[str, TableWrite]:
             started = time.monotonic()
             nonempty = [str(p) for p in files.values() if p.stat().st_size > 0]
             rows = _replace(conn, table, list(files), nonempty)
-            writes[table] = TableWrite(table, rows, time.monotonic() - started)
+            total = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            writes[table] = TableWrite(table, rows, time.monotonic() - started, table_rows=total)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -23,6 +23,7 @@ class TableWrite:
     table: str
     rows: int
     seconds: float
+    table_rows: int | None = None  # the whole table's rows after the write, when the warehouse says
     metadata: dict[str, object] = field(default_factory=dict)
 
 
