@@ -13,7 +13,7 @@ import dagster as dg
 
 from .core import schema
 from .defs.alerts import alert_on_run_failure
-from .defs.assets import minute_file_tables
+from .defs.assets import minute_file_tables, table_automation
 from .defs.dune import dune_schedule, dune_upload_job
 from .defs.jobs import minute_tables_job
 from .defs.resources import deployment_name, resources_for
@@ -44,7 +44,7 @@ def build_defs(resources: dict[str, object] | None = None, env: Env | None = Non
     resources = resources if resources is not None else resources_for(env=env)
     jobs = [minute_tables_job, prune_minute_partitions_job]
     schedules = [retention_schedule(running=production)]
-    sensors = [minute_file_sensor]
+    sensors = [minute_file_sensor, table_automation]
     if "dune" in resources:  # configured by DUNE_API_KEY
         jobs.append(dune_upload_job)
         schedules.append(dune_schedule(running=production))

@@ -143,3 +143,24 @@ def test_a_vanished_file_leaves_its_outputs_alone(settings, resources, logs):
         run(instance, resources, partition_key=KEYS[2])
         assert (settings.export_root / "blocks" / f"{KEYS[2]}.jsonl").read_bytes() == exported
         assert duck(settings, "SELECT count(*) FROM blocks") == [(10,)]
+
+
+@pytest.mark.slow
+def test_materializing_raw_log_alone_makes_the_tables_follow(settings, resources, logs):
+    """The UI's Assets > raw_log > Materialize: the automation requests the tables of exactly those
+    minute files; after a run that did raw_log and the tables together, nothing is requested."""
+    from jam_assets.definitions import build_defs
+
+    defs = build_defs(resources)
+    tables = {dg.AssetKey(t) for t in schema.ALL_TABLES}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(minute_files.name, KEYS)
+        run(instance, resources, partition_key=KEYS[0])  # the sensor's kind of run: everything
+        cursor = dg.evaluate_automation_conditions(defs, instance).cursor
+        run(instance, resources, partition_key=KEYS[1], selection=["raw_log"])
+        result = dg.evaluate_automation_conditions(defs, instance, cursor=cursor)
+        requested = {(k, p) for k in tables for p in result.get_requested_partitions(k)}
+        assert requested == {(k, KEYS[1]) for k in tables}
+        assert result.get_num_requested(dg.AssetKey("raw_log")) == 0
+        again = dg.evaluate_automation_conditions(defs, instance, cursor=result.cursor)
+        assert again.total_requested == 0

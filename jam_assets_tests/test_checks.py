@@ -92,7 +92,7 @@ def test_clean_samples_pass_every_check(settings, resources):
         {"team": "COLORFULNOTION", "values": 1, "median_us": 91428, "min_us": 91428, "max_us": 91428},
         {"team": "Jam-Duna", "values": 1, "median_us": 63495, "min_us": 63495, "max_us": 63495},
     ]
-    assert meta(evaluations[("raw_log", "lines_accounted")], "headline") == "all 10 lines of 1 minute files accounted for"
+    assert meta(evaluations[("rejected_lines", "lines_accounted")], "headline") == "all 10 lines of 1 minute files accounted for"
 
 
 @pytest.mark.parametrize("elapsed, unit", [(63_495_000, "nanoseconds"), (63, "milliseconds")])
@@ -199,8 +199,8 @@ class DroppingIOManager(TablesIOManager):
 def test_lost_lines_fail_the_blocking_accounting_check(settings, resources):
     tampered = {**resources, "table_io_manager": DroppingIOManager(settings=settings, warehouse=resources["table_io_manager"].warehouse)}
     result, evaluations = evaluate_in_dagster(settings, tampered, clean_lines(), raise_on_error=False)
-    assert failing(evaluations) == {("raw_log", "lines_accounted"): ("ERROR", "1 minute files do not add up (+1 lines missing)")}
-    assert meta(evaluations[("raw_log", "lines_accounted")], "samples") == [
+    assert failing(evaluations) == {("rejected_lines", "lines_accounted"): ("ERROR", "1 minute files do not add up (+1 lines missing)")}
+    assert meta(evaluations[("rejected_lines", "lines_accounted")], "samples") == [
         {"minute_file": KEY, "lines_in_file": 10, "lines_in_outputs": 9}]
     # Blocking: the step fails, so the minute file does not look healthy; the data stays as written.
     assert not result.success

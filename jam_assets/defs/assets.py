@@ -27,6 +27,15 @@ RAW_LOG = schema.RAW_LOG
 GROUPS = {RAW_LOG: "raw", schema.REJECTED: "rejected", **{t: "tables" for t in schema.TABLES}}
 POOL = "jam_warehouse"
 _PROGRESS_SECONDS = 10.0
+# A table follows raw_log: when raw_log alone is materialized for some minute files (the UI's
+# Assets > raw_log > Materialize), the tables of those minute files are requested too. Runs that
+# materialize raw_log and the tables together (the sensor's, a full backfill) do not count as an
+# update to follow (`any_deps_updated` ignores a parent updated by a run that also planned this asset).
+TABLES_FOLLOW_RAW_LOG = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("follows raw_log")
 RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
@@ -96,6 +105,7 @@ _OUTS = {
             description=_description(t),
             metadata={"dagster/column_schema": column_schema(t), "schema_file": f"schema/{t}.json"},
             kinds={"jsonl"},  # and the warehouse's, added per deployment (definitions.py)
+            automation_condition=TABLES_FOLLOW_RAW_LOG,
         )
         for t in schema.ALL_TABLES
     },
@@ -169,3 +179,14 @@ def minute_file_tables(context: dg.AssetExecutionContext, settings: JamSettings)
         yield from check_results(context, settings, summaries)
     finally:
         discard(settings.staging_dir(context.run_id))
+
+
+# Evaluates TABLES_FOLLOW_RAW_LOG (running by default, like the minute-file sensor).
+table_automation = dg.AutomationConditionSensorDefinition(
+    "tables_follow_raw_log",
+    target=dg.AssetSelection.assets(*schema.ALL_TABLES),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Requests the tables of the minute files whose raw_log was materialized without them "
+    "(Assets > raw_log > Materialize).",
+)
