@@ -106,7 +106,8 @@ def test_a_team_in_the_wrong_unit(settings, resources, elapsed, unit):
     _, evaluations = evaluate(settings, resources, lines)
     assert failing(evaluations) == {
         ("blocks", "elapsed_units"): (
-            "ERROR", f"team median outside the plausible band: WRONGUNIT (median {elapsed:,} µs, looks like {unit})"),
+            "ERROR", f"team median outside the plausible band: WRONGUNIT (median {elapsed:,} µs, looks like {unit}) "
+                     "in 2025/04/23/0600 (3)"),
     }
     e = evaluations[("blocks", "elapsed_units")]
     assert meta(e, "failing_rows") == 3
@@ -122,14 +123,14 @@ def test_one_odd_value_is_a_warning(settings, resources):
     lines.append(in_minute(sample_json("128"), 55) | {"metadata": "team=COLORFULNOTION|codec_len=304", "elapsed": 80000})
     lines.append(in_minute(sample_json("128"), 56) | {"metadata": "team=COLORFULNOTION|codec_len=304", "elapsed": 85000})
     _, evaluations = evaluate(settings, resources, lines)
-    assert failing(evaluations) == {("blocks", "elapsed_units"): ("WARN", "1 lines with values that look like another unit")}
+    assert failing(evaluations) == {("blocks", "elapsed_units"): ("WARN", "1 lines with values that look like another unit in 2025/04/23/0600 (1)")}
 
 
 def test_zero_expected_types_flag_non_zero(settings, resources):
     lines = clean_lines()
     lines[3]["elapsed"] = 1500  # the preimage
     _, evaluations = evaluate(settings, resources, lines)
-    assert failing(evaluations) == {("preimages", "elapsed_units"): ("WARN", "1 lines with non-zero where the spec says zero")}
+    assert failing(evaluations) == {("preimages", "elapsed_units"): ("WARN", "1 lines with non-zero where the spec says zero in 2025/04/23/0600 (1)")}
 
 
 @pytest.mark.parametrize(
@@ -145,7 +146,7 @@ def test_malformed_hashes(settings, resources, mutate, value):
     parent = lines[0]["json_encoded"]["header"]["parent"]
     lines[0]["json_encoded"]["header"]["parent"] = bad = mutate(parent)
     _, evaluations = evaluate(settings, resources, lines)
-    assert failing(evaluations) == {("blocks", "hex_formats"): ("ERROR", "1 malformed values (parent 1)")}
+    assert failing(evaluations) == {("blocks", "hex_formats"): ("ERROR", "1 malformed values (parent 1) in 2025/04/23/0600 (1)")}
     e = evaluations[("blocks", "hex_formats")]
     assert meta(e, "samples") == [{"minute_file": KEY, "line_no": 1, "column": "parent", "value": bad}]
     assert meta(e, "failing_by_column") == {"parent": 1}
@@ -159,7 +160,7 @@ def test_preimage_hash_mismatch(settings, resources):
     lines[3]["metadata"] = lines[3]["metadata"].replace(f"h={right}", f"h={wrong}")
     _, evaluations = evaluate(settings, resources, lines)
     assert failing(evaluations) == {
-        ("preimages", "preimage_hash_matches_h"): ("ERROR", "1 preimages whose BLAKE2b-256 differs from metadata h")}
+        ("preimages", "preimage_hash_matches_h"): ("ERROR", "1 preimages whose BLAKE2b-256 differs from metadata h in 2025/04/23/0600 (1)")}
     assert meta(evaluations[("preimages", "preimage_hash_matches_h")], "samples") == [
         {"minute_file": KEY, "line_no": 4, "h": wrong,
          "preimage_hash": right}]
@@ -170,7 +171,7 @@ def test_codec_len_mismatch(settings, resources):
     lines[7]["metadata"] = "team=COLORFULNOTION|codec_len=100"  # the assurance's codec is 99 bytes
     _, evaluations = evaluate(settings, resources, lines)
     assert failing(evaluations) == {
-        ("raw_log", "codec_len_matches"): ("ERROR", "1 lines whose codec_encoded length differs from metadata codec_len")}
+        ("raw_log", "codec_len_matches"): ("ERROR", "1 lines whose codec_encoded length differs from metadata codec_len in 2025/04/23/0600 (1)")}
     assert meta(evaluations[("raw_log", "codec_len_matches")], "samples") == [
         {"minute_file": KEY, "line_no": 8, "codec_len": "100", "codec_bytes": 99}]
 
@@ -179,7 +180,7 @@ def test_late_lines_are_a_warning(settings, resources):
     lines = clean_lines()
     lines[0]["time"] = "2025-04-23T06:03:30.5Z"  # 3.5 minutes into a one-minute file
     _, evaluations = evaluate(settings, resources, lines)
-    assert failing(evaluations) == {("blocks", "time_in_window"): ("WARN", "1 lines outside their minute ±60 s")}
+    assert failing(evaluations) == {("blocks", "time_in_window"): ("WARN", "1 lines outside their minute ±60 s in 2025/04/23/0600 (1)")}
     assert meta(evaluations[("blocks", "time_in_window")], "samples") == [
         {"minute_file": KEY, "line_no": 1, "value": "2025-04-23T06:03:30.500000Z", "seconds_from_minute_start": 210.5}]
 
@@ -199,9 +200,30 @@ class DroppingIOManager(TablesIOManager):
 def test_lost_lines_fail_the_blocking_accounting_check(settings, resources):
     tampered = {**resources, "table_io_manager": DroppingIOManager(settings=settings, warehouse=resources["table_io_manager"].warehouse)}
     result, evaluations = evaluate_in_dagster(settings, tampered, clean_lines(), raise_on_error=False)
-    assert failing(evaluations) == {("rejected_lines", "lines_accounted"): ("ERROR", "1 minute files do not add up (+1 lines missing)")}
+    assert failing(evaluations) == {("rejected_lines", "lines_accounted"): ("ERROR", "1 minute files do not add up (+1 lines missing) in 2025/04/23/0600 (1)")}
     assert meta(evaluations[("rejected_lines", "lines_accounted")], "samples") == [
         {"minute_file": KEY, "lines_in_file": 10, "lines_in_outputs": 9}]
     # Blocking: the step fails, so the minute file does not look healthy; the data stays as written.
     assert not result.success
     assert (settings.export_root / "blocks" / f"{KEY}.jsonl").read_bytes().count(b"\n") == 1
+
+
+def test_a_check_over_many_minute_files_names_the_failing_ones(settings):
+    """A range run's check result says which minute files failed, not only how many rows."""
+    keys = [f"2025/04/23/06{m:02d}" for m in range(6)]
+    bad_minutes = keys[1:]
+    for key in keys:
+        line = sample_json("128")
+        line["time"] = f"2025-04-23T06:{key[-2:]}:01.5Z"
+        if key in bad_minutes:
+            line["json_encoded"]["header"]["parent"] = "0xabc"
+        with JsonlStage(settings.export_root / ".staging" / key) as sink:
+            transform_stream(io.BytesIO(orjson.dumps(line) + b"\n"), key, sink)
+        for table, staged in sink.close().items():
+            publish(staged, export_path(settings.export_root, table, key))
+    exports = quality.Exports(settings.export_root, keys)
+    outcome = quality.check_hex_formats(exports, "blocks")
+    exports.close()
+    assert outcome.headline == ("5 malformed values (parent 5) in 2025/04/23/0601 (1), 2025/04/23/0602 (1), "
+                                "2025/04/23/0603 (1) and 2 more minute files")
+    assert checks._metadata(outcome)["failing_minute_files"].value == {k: 1 for k in bad_minutes}

@@ -101,6 +101,28 @@ class Outcome:
     failing: int = 0
     samples: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    # minute file -> failing rows (or lines) in it: which minutes failed, even in a range run
+    by_minute: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.by_minute and not self.passed:
+            self.headline += " " + where(self.by_minute)
+
+
+def where(by_minute: Mapping[str, int], shown: int = 3) -> str:
+    """`in 2025/04/23/0601 (3), 2025/04/23/0602 (1) and 4 more minute files`."""
+    keys = sorted(by_minute)
+    listed = ", ".join(f"{k} ({by_minute[k]})" for k in keys[:shown])
+    more = len(keys) - shown
+    return f"in {listed}" + (f" and {more} more minute file{'s' * (more > 1)}" if more > 0 else "")
+
+
+def _by_minute(rows: Sequence[tuple]) -> dict[str, int]:
+    """Failing rows per minute file; each row's first value is its minute_file."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row[0]] = counts.get(row[0], 0) + 1
+    return counts
 
 
 class Exports:
@@ -183,7 +205,7 @@ def check_hex_formats(exports: Exports, table: str) -> Outcome:
     return Outcome(
         False, "ERROR", f"{len(bad)} malformed values ({worst})", len(bad),
         _sample_rows(bad, ["minute_file", "line_no", "column", "value"]),
-        {"failing_by_column": by_column, "columns_checked": checked},
+        {"failing_by_column": by_column, "columns_checked": checked}, _by_minute(bad),
     )
 
 
@@ -219,9 +241,10 @@ def check_elapsed(exports: Exports, table: str, band: ElapsedBand) -> Outcome:
     samples = _sample_rows(suspects, ["minute_file", "line_no", "team", "value", "looks_like"])
     if wrong_teams:
         return Outcome(False, "ERROR", "team median outside the plausible band: " + "; ".join(wrong_teams),
-                       len(suspects), samples, extra)
+                       len(suspects), samples, extra, _by_minute(suspects))
     if suspects:
-        return Outcome(False, "WARN", f"{len(suspects)} lines with {why}", len(suspects), samples, extra)
+        return Outcome(False, "WARN", f"{len(suspects)} lines with {why}", len(suspects), samples, extra,
+                       _by_minute(suspects))
     values = sum(r["values"] for r in teams_table)
     if not values:
         return Outcome(True, "WARN", "no elapsed values", extra=extra)
@@ -244,7 +267,8 @@ def check_time_window(exports: Exports, table: str, tolerance_seconds: float) ->
     if not outside:
         return Outcome(True, "WARN", f"every line within its minute ±{tol:g} s")
     return Outcome(False, "WARN", f"{len(outside)} lines outside their minute ±{tol:g} s", len(outside),
-                   _sample_rows(outside, ["minute_file", "line_no", "value", "seconds_from_minute_start"]))
+                   _sample_rows(outside, ["minute_file", "line_no", "value", "seconds_from_minute_start"]),
+                   by_minute=_by_minute(outside))
 
 
 def check_lines_accounted(exports: Exports, summaries: Mapping[str, MinuteFileSummary]) -> Outcome:
@@ -263,7 +287,8 @@ def check_lines_accounted(exports: Exports, summaries: Mapping[str, MinuteFileSu
     if not wrong:
         return Outcome(True, "ERROR", f"all {total} lines of {len(summaries)} minute files accounted for")
     lost = sum(w["lines_in_file"] - w["lines_in_outputs"] for w in wrong)
-    return Outcome(False, "ERROR", f"{len(wrong)} minute files do not add up ({lost:+d} lines missing)", len(wrong), wrong[:SAMPLES])
+    return Outcome(False, "ERROR", f"{len(wrong)} minute files do not add up ({lost:+d} lines missing)", len(wrong),
+                   wrong[:SAMPLES], by_minute={w["minute_file"]: w["lines_in_file"] - w["lines_in_outputs"] for w in wrong})
 
 
 def _envelope_fact(summaries: Mapping[str, MinuteFileSummary], count: str, samples: str, ok: str, bad: str) -> Outcome:
@@ -271,7 +296,8 @@ def _envelope_fact(summaries: Mapping[str, MinuteFileSummary], count: str, sampl
     if not failing:
         return Outcome(True, "ERROR", ok)
     found = [x for s in summaries.values() for x in getattr(s, samples)][:SAMPLES]
-    return Outcome(False, "ERROR", bad.format(n=failing), failing, found)
+    by_minute = {k: getattr(s, count) for k, s in summaries.items() if getattr(s, count)}
+    return Outcome(False, "ERROR", bad.format(n=failing), failing, found, by_minute=by_minute)
 
 
 def check_preimage_hash(summaries: Mapping[str, MinuteFileSummary]) -> Outcome:

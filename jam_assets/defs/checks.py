@@ -48,6 +48,8 @@ CHECK_SPECS = [
 
 def _metadata(outcome: quality.Outcome) -> dict[str, object]:
     meta: dict[str, object] = {"headline": outcome.headline, "failing_rows": outcome.failing}
+    if outcome.by_minute:
+        meta["failing_minute_files"] = dg.MetadataValue.json(dict(sorted(outcome.by_minute.items())))
     if outcome.samples:
         meta["samples"] = dg.MetadataValue.json(outcome.samples)
     per_team = outcome.extra.get("per_team")
