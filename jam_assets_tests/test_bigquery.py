@@ -271,7 +271,7 @@ def test_live_bigquery_round_trip_shrink_and_pruned_cost(settings, monkeypatch):
         # A dry run of the pruned MERGE reads only the minute's day partition.
         target = warehouse.target(client.project)
         config = bigquery.QueryJobConfig(dry_run=True, query_parameters=bq_sink.minute_parameters([KEY]))
-        job = client.query(bq_sink.merge_sql(target, "blocks", "blocks"), job_config=config)
+        job = client.query(bq_sink.merge_sql(target, "blocks", "blocks", bq_sink.Slice.minute_files([KEY])), job_config=config)
         day = list(client.query(f"SELECT sum(total_logical_bytes) b FROM `{dataset}.INFORMATION_SCHEMA.PARTITIONS` "
                                 "WHERE table_name = 'blocks' AND partition_id = '20250423'").result())[0].b
         assert job.total_bytes_processed <= 2 * (day or 0) + 20 * 1024 * 1024

@@ -63,7 +63,7 @@ def column_names(table: str) -> tuple[str, ...]:
     return tuple(c.name for c in columns(table))
 
 
-DUCKDB_TYPES = {"STRING": "VARCHAR", "INTEGER": "BIGINT", "TIMESTAMP": "TIMESTAMP"}
+DUCKDB_TYPES = {"STRING": "VARCHAR", "INTEGER": "BIGINT", "TIMESTAMP": "TIMESTAMP", "DATE": "DATE"}
 
 
 def duckdb_read_json(table: str, files_sql: str, only: tuple[str, ...] | list[str] | None = None) -> str:

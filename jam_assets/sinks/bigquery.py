@@ -36,9 +36,9 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
@@ -134,16 +134,28 @@ def schema_fields(table: str) -> list[bigquery.SchemaField]:
     return [bigquery.SchemaField(c.name, c.type, mode=c.mode, description=c.description) for c in schema.columns(table)]
 
 
+_DAY_CLUSTERING = {"leaderboard": ["team", "metric"], "quality_report": ["team", "table_name"]}
+
+
 def clustering_fields(table: str) -> list[str]:
+    if table in schema.DAY_TABLES:
+        return _DAY_CLUSTERING[table]
     return [PARTITION_COLUMN, "reason" if table == schema.REJECTED else "team"]
 
 
 PARTITION_TYPES = ("DAY", "HOUR")
 
 
+def partitioning(target: BigQueryTarget, table: str) -> bigquery.TimePartitioning:
+    """Minute-file tables on `minute_start` (DAY or HOUR); the per-day tables on their `day`."""
+    if table in schema.DAY_TABLES:
+        return bigquery.TimePartitioning(type_="DAY", field="day")
+    return bigquery.TimePartitioning(type_=target.partition_type, field=PARTITION_COLUMN)
+
+
 def table_spec(target: BigQueryTarget, table: str) -> bigquery.Table:
     t = bigquery.Table(target.table_id(table), schema=schema_fields(table))
-    t.time_partitioning = bigquery.TimePartitioning(type_=target.partition_type, field=PARTITION_COLUMN)
+    t.time_partitioning = partitioning(target, table)
     t.clustering_fields = clustering_fields(table)
     t.description = f"JAM telemetry: {table} (jam-etl; schema/{table}.json)"
     return t
@@ -203,7 +215,8 @@ class TableSetup:
         except gexc.NotFound:
             try:
                 client.create_table(wanted)
-                log(f"bigquery: created {table_id} (partitioned by {target.partition_type} on {PARTITION_COLUMN})")
+                p = wanted.time_partitioning
+                log(f"bigquery: created {table_id} (partitioned by {p.type_} on {p.field})")
                 existing = None
             except gexc.Conflict:  # created meanwhile by another run
                 existing = client.get_table(wanted.reference)
@@ -263,34 +276,67 @@ def write_load_file(paths: Iterable[Path], dest: Path) -> tuple[int, int]:
     return rows, size
 
 
-def merge_sql(target: BigQueryTarget, table: str, staging: str) -> str:
+@dataclass(frozen=True)
+class Slice:
+    """The rows a write replaces: some minute files (on `minute_start`) or some days (on `day`).
+
+    `where` holds `{a}` for the table alias; it filters on the partitioning column, so a statement
+    with it in both MERGE branches reads only the partitions of the slice.
+    """
+
+    keys: tuple[str, ...]
+    where: str
+    parameters: tuple
+
+    @classmethod
+    def minute_files(cls, minute_files: Iterable[str]) -> Slice:
+        keys = tuple(sorted(minute_files))
+        starts = [minute_start(k) for k in keys]
+        return cls(
+            keys,
+            "{a}.minute_start >= @first_minute AND {a}.minute_start <= @last_minute "
+            "AND {a}.minute_start IN UNNEST(@minute_starts)",
+            (
+                bigquery.ScalarQueryParameter("first_minute", "TIMESTAMP", starts[0]),
+                bigquery.ScalarQueryParameter("last_minute", "TIMESTAMP", starts[-1]),
+                bigquery.ArrayQueryParameter("minute_starts", "TIMESTAMP", starts),
+            ),
+        )
+
+    @classmethod
+    def days(cls, days: Iterable[str]) -> Slice:
+        keys = tuple(sorted(days))
+        dates = [date.fromisoformat(d) for d in keys]
+        return cls(
+            keys,
+            "{a}.day >= @first_day AND {a}.day <= @last_day AND {a}.day IN UNNEST(@days)",
+            (
+                bigquery.ScalarQueryParameter("first_day", "DATE", dates[0]),
+                bigquery.ScalarQueryParameter("last_day", "DATE", dates[-1]),
+                bigquery.ArrayQueryParameter("days", "DATE", dates),
+            ),
+        )
+
+
+def merge_sql(target: BigQueryTarget, table: str, staging: str, part: Slice) -> str:
     cols = schema.column_names(table)
-    in_run = "{a}.minute_start >= @first_minute AND {a}.minute_start <= @last_minute AND {a}.minute_start IN UNNEST(@minute_starts)"
     return (
         f"MERGE `{target.table_id(table)}` T\n"
         f"USING `{target.table_id(staging)}` S\n"
         "ON FALSE\n"
-        f"WHEN NOT MATCHED BY SOURCE AND {in_run.format(a='T')} THEN DELETE\n"
-        f"WHEN NOT MATCHED BY TARGET AND {in_run.format(a='S')} THEN\n"
+        f"WHEN NOT MATCHED BY SOURCE AND {part.where.format(a='T')} THEN DELETE\n"
+        f"WHEN NOT MATCHED BY TARGET AND {part.where.format(a='S')} THEN\n"
         f"  INSERT ({', '.join(f'`{c}`' for c in cols)})\n"
         f"  VALUES ({', '.join(f'S.`{c}`' for c in cols)})"
     )
 
 
-def delete_sql(target: BigQueryTarget, table: str) -> str:
-    return (
-        f"DELETE FROM `{target.table_id(table)}` T\n"
-        "WHERE T.minute_start >= @first_minute AND T.minute_start <= @last_minute AND T.minute_start IN UNNEST(@minute_starts)"
-    )
+def delete_sql(target: BigQueryTarget, table: str, part: Slice) -> str:
+    return f"DELETE FROM `{target.table_id(table)}` T\nWHERE {part.where.format(a='T')}"
 
 
-def minute_parameters(minute_files: list[str]) -> list[bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter]:
-    starts = sorted(minute_start(k) for k in minute_files)
-    return [
-        bigquery.ScalarQueryParameter("first_minute", "TIMESTAMP", starts[0]),
-        bigquery.ScalarQueryParameter("last_minute", "TIMESTAMP", starts[-1]),
-        bigquery.ArrayQueryParameter("minute_starts", "TIMESTAMP", starts),
-    ]
+def minute_parameters(minute_files: list[str]) -> list:
+    return list(Slice.minute_files(minute_files).parameters)
 
 
 def staging_name(table: str, run_id: str, minute_files: list[str]) -> str:
@@ -377,9 +423,9 @@ class BigQueryWriter:
             pause = min(pause * 2, 5.0)
         job.result(**_no_job_retry(job))  # raises the job's error, if it failed
 
-    def _query(self, sql: str, minute_files: list[str], what: str, progress: _Progress) -> bigquery.QueryJob:
+    def _query(self, sql: str, part: Slice, what: str, progress: _Progress) -> bigquery.QueryJob:
         config = bigquery.QueryJobConfig(
-            query_parameters=minute_parameters(minute_files),
+            query_parameters=list(part.parameters),
             maximum_bytes_billed=self.target.maximum_bytes_billed,
             job_timeout_ms=int(self.target.job_timeout_seconds * 1000),
         )
@@ -393,22 +439,36 @@ class BigQueryWriter:
         return self._retrying(what, progress, attempt)
 
     def _write_table(self, table: str, files: Mapping[str, Path], had_rows: bool) -> TableWrite:
-        started = time.monotonic()
-        progress = _Progress()
-        TABLES.ensure(self.client, self.target, table, self.log)
         keys = sorted(files)
         load_file = self.work_dir / f"{table}.ndjson"
         rows, size = write_load_file([files[k] for k in keys], load_file)
+        return self._replace(table, Slice.minute_files(keys), load_file, rows, size, had_rows)
+
+    def replace_days(self, table: str, rows_by_day: Mapping[str, Sequence[Mapping[str, object]]]) -> TableWrite:
+        """Replace the rows of these days of a per-day table (leaderboard, quality_report)."""
+        load_file = self.work_dir / f"{table}.ndjson"
+        load_file.parent.mkdir(parents=True, exist_ok=True)
+        with load_file.open("wb") as out:
+            for day in sorted(rows_by_day):
+                for row in rows_by_day[day]:
+                    out.write(_quote_big_integers(orjson.dumps(row)))
+        rows = sum(len(r) for r in rows_by_day.values())
+        return self._replace(table, Slice.days(rows_by_day), load_file, rows, load_file.stat().st_size, True)
+
+    def _replace(self, table: str, part: Slice, load_file: Path, rows: int, size: int, had_rows: bool) -> TableWrite:
+        started = time.monotonic()
+        progress = _Progress()
+        TABLES.ensure(self.client, self.target, table, self.log)
         meta: dict[str, object] = {"bigquery_table": self.target.table_id(table), "bigquery_rows_loaded": rows,
                                    "bigquery_bytes_loaded": size}
         if rows == 0 and not had_rows:
             meta["bigquery_statement"] = "none (no rows before or now)"
         elif rows == 0:
-            job = self._query(delete_sql(self.target, table), keys, f"{table}: DELETE", progress)
+            job = self._query(delete_sql(self.target, table, part), part, f"{table}: DELETE", progress)
             meta |= {"bigquery_statement": "DELETE", "bigquery_dml_affected_rows": job.num_dml_affected_rows or 0,
                      "bigquery_bytes_billed": job.total_bytes_billed or 0}
         else:
-            job = self._load_and_merge(table, keys, load_file, progress, meta)
+            job = self._load_and_merge(table, part, load_file, progress, meta)
             meta |= {"bigquery_statement": "MERGE", "bigquery_dml_affected_rows": job.num_dml_affected_rows or 0,
                      "bigquery_bytes_billed": job.total_bytes_billed or 0}
         load_file.unlink(missing_ok=True)
@@ -418,9 +478,10 @@ class BigQueryWriter:
         total = self.client.get_table(self.target.table_id(table)).num_rows
         return TableWrite(table, rows, time.monotonic() - started, table_rows=total, metadata=meta)
 
-    def _load_and_merge(self, table: str, keys: list[str], load_file: Path, progress: _Progress,
+    def _load_and_merge(self, table: str, part: Slice, load_file: Path, progress: _Progress,
                         meta: dict[str, object]) -> bigquery.QueryJob:
-        staging = bigquery.Table(self.target.table_id(staging_name(table, self.run_id, keys)), schema=schema_fields(table))
+        staging_id = self.target.table_id(staging_name(table, self.run_id, list(part.keys)))
+        staging = bigquery.Table(staging_id, schema=schema_fields(table))
         staging.expires = datetime.now(timezone.utc) + timedelta(hours=STAGING_HOURS)
         self._retrying(f"{table}: create staging", progress, lambda: self.client.create_table(staging, exists_ok=True))
         try:
@@ -441,7 +502,7 @@ class BigQueryWriter:
             self._retrying(f"{table}: load", progress, load)
             meta["bigquery_load_seconds"] = round(time.monotonic() - loading, 2)
             merging = time.monotonic()
-            job = self._query(merge_sql(self.target, table, staging.table_id), keys, f"{table}: MERGE", progress)
+            job = self._query(merge_sql(self.target, table, staging.table_id, part), part, f"{table}: MERGE", progress)
             meta["bigquery_merge_seconds"] = round(time.monotonic() - merging, 2)
             return job
         finally:
