@@ -19,7 +19,7 @@ from .framing import BadFrame, frame_header, strip_frame_end
 
 # Bytes of a spooled message kept in memory: enough for any header syslog-ng would parse in practice.
 HEAD = 64 * 1024
-_FRAME_STARTS = frozenset(b"0123456789 ")
+_FRAME_STARTS = frozenset(b"0123456789")
 
 
 class SpooledMessage:
@@ -160,7 +160,8 @@ class LineReader(_Base):
 
 class FrameReader(_Base):
     """RFC 6587 octet counting. A bad header, an oversize count or a count that was a lie ends the
-    stream (BadFrame / TooLarge from `feed`): after it there is no telling where the next frame starts.
+    stream: `feed` returns the frames before it and sets `failure` (BadFrame or TooLarge); after it
+    there is no telling where the next frame starts.
 
     A count is taken for a lie when the byte right after its frame has arrived and cannot start the
     next frame; that frame is refused rather than stored truncated or with the next frame's header in it.
@@ -173,9 +174,26 @@ class FrameReader(_Base):
         super().__init__(root, max_bytes, spool_bytes)
         self._buf = b""
         self._left = 0  # bytes of the spooled frame still to come
+        self.failure: BadFrame | FrameReader.TooLarge | None = None
 
     def feed(self, data: bytes, now: float | None = None) -> list[Message]:
         out: list[Message] = []
+        if self.failure is not None:
+            return out
+        try:
+            self._feed(data, out)
+        except (BadFrame, FrameReader.TooLarge) as exc:
+            self.failure = exc
+            self.discard()
+            return out
+        if self._buf or self._spool is not None:
+            if self.started is None:
+                self.started = time.time() if now is None else now
+        else:
+            self.started = None
+        return out
+
+    def _feed(self, data: bytes, out: list[Message]) -> None:
         buf = self._buf + data if self._buf else data
         self._buf = b""
         pos = 0
@@ -186,7 +204,7 @@ class FrameReader(_Base):
             self._left -= take
             pos = take
             if self._left:
-                return out
+                return
             self._check_next(buf, pos)
             out.append(self._finish_spool())
         while pos < end:
@@ -202,7 +220,6 @@ class FrameReader(_Base):
                 self._check_next(buf, frame_end)
                 out.append(strip_frame_end(buf[body:frame_end]))
                 pos = frame_end
-                self.started = None
                 continue
             if length > self.spool_bytes:
                 self._start_spool(buf[body:])
@@ -211,12 +228,6 @@ class FrameReader(_Base):
             break
         if pos < end:
             self._buf = buf[pos:]
-        if self._buf or self._spool is not None:
-            if self.started is None:
-                self.started = time.time() if now is None else now
-        else:
-            self.started = None
-        return out
 
     @staticmethod
     def _check_next(buf: bytes, pos: int) -> None:

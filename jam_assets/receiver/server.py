@@ -289,20 +289,17 @@ class SyslogProtocol(asyncio.Protocol, Connection):
             data, self._head = self._head, b""
         try:
             messages = self.reader.feed(data, now)
-        except FrameReader.TooLarge as exc:
-            self._refuse_too_large()
-            self.cut(None, str(exc))
-            return
-        except framing.BadFrame as exc:
-            self.rx.metrics.refuse("syslog", "bad_frame")
-            self.cut(None, str(exc))
-            return
         except OSError as exc:  # spooling a long message to the log disk failed
             self._spool_failed(exc)
             return
         self._refuse_too_large()
         if messages:
             self._store(messages, now)
+        failure = getattr(self.reader, "failure", None)
+        if failure is not None and not self.closed:
+            if isinstance(failure, framing.BadFrame):
+                self.rx.metrics.refuse("syslog", "bad_frame")
+            self.cut(None, str(failure))
 
     def _refuse_too_large(self) -> None:
         reader = self.reader
