@@ -122,8 +122,36 @@ def run(settings: JamSettings, include_open: bool = False) -> int:
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
         results.append(result)
+    reports = daily_reports(instance, defs, sorted({k[:10].replace("/", "-") for k in keys}))
     print_summary(results, settings, home)
-    return 0 if all(r.success for r in results) else 1
+    if reports is not None:
+        print_reports(reports, settings)
+    return 0 if all(r.success for r in results) and (reports is None or reports.success) else 1
+
+
+def daily_reports(instance, defs, day_keys: list[str]):
+    """The leaderboard and quality report of the days the run touched, in one run."""
+    from .defs.partitions import range_tags
+    from .defs.reports import days
+
+    registered = set(instance.get_dynamic_partitions(days.name))
+    instance.add_dynamic_partitions(days.name, [d for d in day_keys if d not in registered])
+    ordered = [d for d in instance.get_dynamic_partitions(days.name) if d in set(day_keys)]
+    if not ordered:
+        return None
+    print(f"  the leaderboard and quality report of {len(ordered)} day(s): {ordered[0]} ... {ordered[-1]}", flush=True)
+    tags = {**range_tags(ordered[0], ordered[-1]), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    return defs.resolve_job_def("daily_reports_job").execute_in_process(
+        instance=instance, tags=tags, raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+    )
+
+
+def print_reports(result, settings: JamSettings) -> None:
+    rows = {e.partition: e.materialization.metadata["rows"].value for e in result.get_asset_materialization_events()
+            if e.asset_key.path[-1] == "leaderboard"}
+    print(f"Leaderboard: {sum(rows.values())} rows for {len(rows)} day(s); page {settings.export_root / 'leaderboard' / 'index.html'}")
+    print(f"  (try: {self_command()} leaderboard --metric block_author)")
 
 
 def print_summary(results, settings: JamSettings, home: Path) -> None:
@@ -161,8 +189,43 @@ def print_summary(results, settings: JamSettings, home: Path) -> None:
             err = e.step_failure_data.error
             print(f"Run {r.run_id} failed: {err.message.strip() if err else 'see the Dagster UI'}")
     print(f"Exports: {settings.export_root}")
-    print(f"DuckDB:  {settings.duckdb_path}  (try: jam-etl sql \"SELECT team, count(*) FROM blocks GROUP BY 1\")")
+    print(f"DuckDB:  {settings.duckdb_path}  (try: {self_command()} sql \"SELECT team, count(*) FROM blocks GROUP BY 1\")")
     print(f"Dagster: runs {', '.join(r.run_id[:8] for r in results)} in {home} (`make dev` shows them)")
+
+
+def self_command() -> str:
+    """How to call jam-etl again, as this process was called: `jam-etl` only when that is on PATH."""
+    import shutil
+
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "jam-etl":
+        found = shutil.which("jam-etl")
+        if found and Path(found).resolve() == argv0.resolve():
+            return "jam-etl"
+        try:
+            return str(argv0.resolve().relative_to(Path.cwd()))
+        except ValueError:
+            return str(argv0)
+    return f"{Path(sys.executable).name} -m jam_assets.cli"
+
+
+def leaderboard(settings: JamSettings, day: str | None, metric: str) -> int:
+    """The ranked table of one metric for a day (default: the newest day exported)."""
+    from .defs.reports import read_recent
+    from .leaderboard.compute import METRICS
+    from .leaderboard.terminal import format_table
+
+    if metric not in METRICS:
+        raise CliError(f"--metric {metric!r} is not one of: {', '.join(METRICS)}")
+    base = settings.export_root / "leaderboard"
+    exported = sorted(str(p.relative_to(base))[: -len(".jsonl")].replace("/", "-") for p in base.glob("*/*/*.jsonl"))
+    if not exported:
+        raise CliError(f"no leaderboard under {base} yet: run `make run` (or `{self_command()} run`) first")
+    day = day or exported[-1]
+    if day not in exported:
+        raise CliError(f"no leaderboard for {day}; days exported: {exported[0]} ... {exported[-1]}")
+    print(format_table(read_recent(settings, "leaderboard", day, 1), metric))
+    return 0
 
 
 def sql(settings: JamSettings, query: str) -> int:
@@ -186,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--include-open", action="store_true", help="also process files whose minute is not over yet")
     sql_p = sub.add_parser("sql", help="query the DuckDB warehouse read-only")
     sql_p.add_argument("query")
+    board_p = sub.add_parser("leaderboard", help="print the ranked teams of one metric for a day")
+    board_p.add_argument("--day", help="YYYY-MM-DD (default: the newest day)")
+    board_p.add_argument("--metric", default="block_author", help="block_author (default), refine, assurance, ticket, "
+                         "or a count: blocks, work_reports, assurances, tickets, preimages")
     args = parser.parse_args(argv)
     try:
         from .defs.resources import deployment_name
@@ -193,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from_env(production=deployment_name() == "production")
         if args.command == "run":
             return run(settings, include_open=args.include_open)
+        if args.command == "leaderboard":
+            return leaderboard(settings.process_config_and_initialize(), args.day, args.metric)
         return sql(settings.process_config_and_initialize(), args.query)
     except (CliError, SettingsError) as exc:
         print(f"jam-etl: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ from .defs.alerts import alert_on_run_failure
 from .defs.assets import minute_file_tables, table_automation
 from .defs.dune import dune_schedule, dune_upload_job
 from .defs.jobs import minute_tables_job
+from .defs.reports import daily_reports, daily_reports_job, daily_reports_sensor
 from .defs.resources import deployment_name, resources_for
 from .defs.retention import prune_minute_partitions_job, retention_schedule
 from .defs.sensors import minute_file_sensor
@@ -42,16 +43,16 @@ def build_defs(resources: dict[str, object] | None = None, env: Env | None = Non
     env = env or Env()
     production = deployment_name(env) == "production"
     resources = resources if resources is not None else resources_for(env=env)
-    jobs = [minute_tables_job, prune_minute_partitions_job]
+    jobs = [minute_tables_job, daily_reports_job, prune_minute_partitions_job]
     schedules = [retention_schedule(running=production)]
-    sensors = [minute_file_sensor, table_automation]
+    sensors = [minute_file_sensor, table_automation, daily_reports_sensor]
     if "dune" in resources:  # configured by DUNE_API_KEY
         jobs.append(dune_upload_job)
         schedules.append(dune_schedule(running=production))
     if "alerts" in resources:  # configured by JAM_ALERT_WEBHOOK
         sensors.append(alert_on_run_failure)
     definitions = dg.Definitions(
-        assets=[minute_file_tables],
+        assets=[minute_file_tables, daily_reports],
         # Every job here is one step: a process of its own for it would only add its start-up
         # (seconds per run, the larger part of a sensor run's latency).
         executor=dg.in_process_executor,

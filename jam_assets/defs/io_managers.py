@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import orjson
 
 from ..core.staging import StagedRun, StagedTable, export_path, publish
 from ..sinks.writes import TableWrite, WarehouseWriteError
@@ -100,3 +101,44 @@ class TablesIOManager(dg.ConfigurableIOManager):
         table = context.asset_key.path[-1]
         root = self.settings.export_root
         return {k: p for k in partition_keys(context) if (p := export_path(root, table, k)).exists()}
+
+
+def day_export_path(export_root: Path, table: str, day: str) -> Path:
+    """`<export root>/<table>/YYYY/MM/DD.jsonl`: one file per day of a per-day table."""
+    return export_root / table / f"{day.replace('-', '/')}.jsonl"
+
+
+class DayTablesIOManager(dg.ConfigurableIOManager):
+    """A per-day table (leaderboard, quality_report): each day's rows replace that day in the warehouse,
+    then in its export file, published with an atomic rename."""
+
+    settings: JamSettings
+    warehouse: Warehouse
+
+    def handle_output(self, context: dg.OutputContext, obj: dict[str, list[dict]]) -> None:
+        table = context.asset_key.path[-1]
+        root = self.settings.export_root
+        work_dir = self.settings.staging_dir(context.run_id) / table
+        write = self.warehouse.replace_days(context.log, context.run_id, work_dir, table, obj)
+        for day, rows in obj.items():
+            staged = work_dir / f"{day}.jsonl"
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            staged.write_bytes(b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in rows))
+            publish(staged, day_export_path(root, table, day))
+        metadata: dict[str, object] = {
+            "export_root": dg.MetadataValue.path(str(root / table)),
+            "warehouse": self.warehouse.name,
+            "warehouse_write": dg.MetadataValue.json({"days": len(obj), "rows": write.rows, **write.metadata}),
+        }
+        if write.table_rows is not None:
+            metadata["dagster/row_count"] = write.table_rows
+        context.add_output_metadata(metadata)
+
+    def load_input(self, context: dg.InputContext) -> dict[str, list[dict]]:
+        """The exported rows of the requested days."""
+        table = context.asset_key.path[-1]
+        out = {}
+        for day in partition_keys(context):
+            path = day_export_path(self.settings.export_root, table, day)
+            out[day] = [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
+        return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .alerts import AlertWebhook
 from .dune import DuneResource
-from .io_managers import TablesIOManager
+from .io_managers import DayTablesIOManager, TablesIOManager
 from .settings import Env, JamSettings, SettingsError, settings_from_env
 from ..sinks.bigquery import PARTITION_TYPES
 from .warehouses import BigQueryWarehouse, DuckDBWarehouse, JamBigQueryResource
@@ -26,9 +26,18 @@ def deployment_name(env: Env | None = None) -> str:
     return name
 
 
+def with_warehouse(settings: JamSettings, warehouse) -> dict[str, object]:
+    """The resources every deployment has: the settings, the warehouse and the two IO managers over it."""
+    return {
+        "settings": settings,
+        "warehouse": warehouse,
+        "table_io_manager": TablesIOManager(settings=settings, warehouse=warehouse),
+        "day_io_manager": DayTablesIOManager(settings=settings, warehouse=warehouse),
+    }
+
+
 def local_resources(settings: JamSettings) -> dict[str, object]:
-    warehouse = DuckDBWarehouse(settings=settings)
-    return {"settings": settings, "table_io_manager": TablesIOManager(settings=settings, warehouse=warehouse)}
+    return with_warehouse(settings, DuckDBWarehouse(settings=settings))
 
 
 def bigquery_warehouse(env: Env) -> BigQueryWarehouse:
@@ -77,10 +86,7 @@ def dune_resource(env: Env) -> DuneResource | None:
 
 def production_resources(settings: JamSettings, env: Env | None = None) -> dict[str, object]:
     env = env or Env()
-    resources: dict[str, object] = {
-        "settings": settings,
-        "table_io_manager": TablesIOManager(settings=settings, warehouse=bigquery_warehouse(env)),
-    }
+    resources = with_warehouse(settings, bigquery_warehouse(env))
     dune = dune_resource(env)
     if dune is not None:
         resources["dune"] = dune

@@ -70,6 +70,8 @@ class JamSettings(dg.ConfigurableResource):
     export_retention_days: int = 0
     # Processes that read minute files; 0: one per core this process may use.
     core_workers: int = 0
+    # A team is ranked on a metric of a day with at least this many values (JAM_LEADERBOARD_MIN_VALUES).
+    leaderboard_min_values: int = 10
 
     @property
     def team_aliases(self) -> dict[str, str]:
@@ -168,4 +170,5 @@ def settings_from_env(env: Env | None = None, *, production: bool = False) -> Ja
         retention_days=env.whole("JAM_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, minimum=1, unit="a whole number of days"),
         export_retention_days=env.whole("JAM_EXPORT_RETENTION_DAYS", 0, unit="a whole number of days (0: keep)"),
         core_workers=env.whole("JAM_CORE_WORKERS", 0, minimum=1, unit="a whole number of processes"),
+        leaderboard_min_values=env.whole("JAM_LEADERBOARD_MIN_VALUES", 10, minimum=1, unit="a whole number of values"),
     )

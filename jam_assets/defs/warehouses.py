@@ -6,7 +6,7 @@ the settings (as `dg.EnvVar`s where they come from the environment) and open the
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,12 +15,15 @@ from dagster_duckdb import DuckDBResource
 from dagster_gcp import BigQueryResource
 from google.cloud import bigquery
 
+from ..core.quality import QualityBounds
+from ..leaderboard import compute as board
 from ..sinks import bigquery as bq
 from ..sinks import duckdb as duck
 from ..sinks.writes import Batches, TableWrite, WarehouseWriteError
 from .settings import JamSettings
 
 Outcomes = Mapping[str, TableWrite | WarehouseWriteError]
+DayRows = Mapping[str, Sequence[Mapping[str, object]]]  # day (YYYY-MM-DD) -> that day's rows
 
 
 class Warehouse(dg.ConfigurableResource):
@@ -38,6 +41,13 @@ class Warehouse(dg.ConfigurableResource):
     def is_transient(self, exc: BaseException) -> bool:
         """Whether a failure of the whole write may pass on a later attempt."""
         return isinstance(exc, (ConnectionError, TimeoutError))
+
+    def replace_days(self, log, run_id: str, work_dir: Path, table: str, rows_by_day: DayRows) -> TableWrite:
+        raise NotImplementedError("Warehouse subclasses write")
+
+    def daily_reports(self, days: list[str], min_values: int, bounds: QualityBounds) -> tuple[list[dict], list[dict]]:
+        """The leaderboard's and the quality report's rows of these days, computed in the warehouse."""
+        raise NotImplementedError("Warehouse subclasses compute")
 
 
 class DuckDBWarehouse(Warehouse):
@@ -62,6 +72,15 @@ class DuckDBWarehouse(Warehouse):
             w.metadata["duckdb_table"] = f"{database}:{w.table}"
             w.metadata["duckdb_seconds"] = round(w.seconds, 3)
         return writes
+
+    def replace_days(self, log, run_id, work_dir, table, rows_by_day) -> TableWrite:
+        with DuckDBResource(database=str(self.settings.duckdb_path)).get_connection() as conn:
+            return duck.replace_days(conn, table, rows_by_day)
+
+    def daily_reports(self, days, min_values, bounds):
+        with DuckDBResource(database=str(self.settings.duckdb_path)).get_connection() as conn:
+            return (board.leaderboard_rows_duckdb(conn, days, min_values, bounds.elapsed),
+                    board.quality_report_rows_duckdb(conn, days, bounds))
 
 
 class JamBigQueryResource(BigQueryResource):
@@ -130,3 +149,14 @@ class BigQueryWarehouse(Warehouse):
         with self.bigquery.get_client() as client:
             writer = bq.BigQueryWriter(client, self.target(client.project), run_id, work_dir, log.info)
             return writer.replace_minute_files(batches, had_rows)
+
+    def replace_days(self, log, run_id, work_dir, table, rows_by_day) -> TableWrite:
+        with self.bigquery.get_client() as client:
+            return bq.BigQueryWriter(client, self.target(client.project), run_id, work_dir, log.info).replace_days(
+                table, rows_by_day)
+
+    def daily_reports(self, days, min_values, bounds):
+        with self.bigquery.get_client() as client:
+            target = self.target(client.project)
+            return (board.leaderboard_rows_bigquery(client, target, days, min_values, bounds.elapsed),
+                    board.quality_report_rows_bigquery(client, target, days, bounds))

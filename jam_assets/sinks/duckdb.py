@@ -11,7 +11,7 @@ process holds the lock.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ..core import schema
 from .writes import Batches, TableWrite
@@ -76,3 +76,29 @@ def replace_minute_files(conn, batches: Batches) -> dict[str, TableWrite]:
         conn.execute("ROLLBACK")
         raise
     return writes
+
+
+def replace_days(conn, table: str, rows_by_day: Mapping[str, Sequence[Mapping[str, object]]]) -> TableWrite:
+    """Replace, in one transaction, the rows of these days of a per-day table (leaderboard, quality_report)."""
+    import pandas as pd
+
+    started = time.monotonic()
+    ensure_table(conn, table)
+    names = schema.column_names(table)
+    # object columns keep Python ints exact (a float column would round values beyond 2^53)
+    frame = pd.DataFrame([[row[n] for n in names] for day in sorted(rows_by_day) for row in rows_by_day[day]],
+                         columns=list(names), dtype=object)
+    casts = ", ".join(f'CAST("{c.name}" AS {DUCKDB_TYPES[c.type]})' for c in schema.columns(table))
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(f"DELETE FROM {table} WHERE day IN (SELECT CAST(unnest(?::VARCHAR[]) AS DATE))", [sorted(rows_by_day)])
+        if len(frame):
+            conn.register("_day_rows", frame)
+            conn.execute(f"INSERT INTO {table} SELECT {casts} FROM _day_rows")
+            conn.unregister("_day_rows")
+        total = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return TableWrite(table, len(frame), time.monotonic() - started, table_rows=total)
