@@ -138,10 +138,14 @@ def run_days(run: dg.DagsterRun, ordered_minutes: list[str]) -> set[str]:
     return {day_of(key)} if key and len(key) == 15 else set()
 
 
+_OTHER_JOBS = {"daily_reports_job", "prune_minute_partitions_job", "dune_upload_job"}
+
+
 def _wrote_tables(run: dg.DagsterRun) -> bool:
-    if run.asset_selection is None:
-        return run.job_name == "minute_tables_job"
-    return any(k.path[-1] in schema.TABLES for k in run.asset_selection)
+    """Whether a run materialized minute-file tables (no selection: everything its job has)."""
+    if run.job_name in _OTHER_JOBS:
+        return False
+    return not run.asset_selection or any(k.path[-1] in schema.TABLES for k in run.asset_selection)
 
 
 @dg.sensor(
