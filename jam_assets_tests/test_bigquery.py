@@ -284,3 +284,27 @@ def test_hourly_partitions_for_a_full_size_network(settings, production, instanc
     t = bq_dataset.client.get_table(bq_dataset.table_id("blocks"))
     assert (t.time_partitioning.type_, t.time_partitioning.field) == ("HOUR", "minute_start")
     assert_bigquery_equals_exports(settings, bq_dataset)
+
+
+def test_a_days_reports_land_in_bigquery_as_in_their_exports(settings, production, instance, bq_dataset):
+    from jam_assets.defs.reports import daily_reports, days
+
+    for key in KEYS:
+        write_minute(settings.log_root, key, block_lines(key, 4) + block_lines(key, 2, team="COLORFULNOTION"))
+    assert materialize(instance, production, KEYS).success
+    instance.add_dynamic_partitions(days.name, ["2025-04-23"])
+    for _ in range(2):  # a second run replaces the day: nothing doubled
+        assert dg.materialize([daily_reports], instance=instance, resources=production, partition_key="2025-04-23").success
+    for table in ("leaderboard", "quality_report"):
+        exported = read_jsonl(settings.export_root / table / "2025" / "04" / "23.jsonl")
+        rows = bq_dataset.client.query(f"SELECT * FROM `{bq_dataset.dataset_id}.{table}`").result()
+        got = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()} for r in rows]
+        key = lambda r: tuple(str(v) for v in r.values())
+        assert sorted(got, key=key) == sorted(exported, key=key), table
+        assert exported
+        t = bq_dataset.client.get_table(bq_dataset.table_id(table))
+        assert (t.time_partitioning.type_, t.time_partitioning.field) == ("DAY", "day")
+    # The day's computation reads only that day's rows, pruned on minute_start.
+    computing = [r.sql for r in bq_dataset.proxy.queries() if "leaderboard" not in (r.sql or "")[:40]
+                 and "minute_start >=" in (r.sql or "") and not r.sql.startswith(("MERGE", "DELETE"))]
+    assert computing
