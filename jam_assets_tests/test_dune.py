@@ -445,3 +445,27 @@ def test_the_op_reports_per_table_and_fails_naming_tables(root, dune):
         metadata = {k: v.value for k, v in materialized.event_specific_data.metadata.items()}
         assert metadata["rows_by_table"] == {"tickets": 1}
         assert metadata["tables_created"] == [] and metadata["tables_failed"] == {}
+
+
+def test_the_daily_leaderboard_is_uploaded_and_a_changed_day_replaces_it(root, dune, clock):
+    """Per-day tables go up like the others, once their day is over; the view keeps each day's latest upload."""
+    from jam_assets.defs.io_managers import day_export_path
+
+    def publish_day(rows):
+        staged = root / ".staging" / f"lb-{time.monotonic_ns()}.jsonl"
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        staged.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+        publish(staged, day_export_path(root, "leaderboard", "2025-04-23"))
+
+    row = lambda team, rank: {"day": "2025-04-23", "team": team, "metric": "block_author", "values": 12,
+                              "median_us": 50_000 * rank, "p90_us": 90_000, "min_us": 1_000, "max_us": 99_000,
+                              "rank": rank, "flag": None}
+    publish_day([row("A", 1), row("B", 2), row("C", 3)])
+    assert run(root, config(dune.url), clock, now=NOW).tables["leaderboard"].files == 0  # the day is not over + settled
+    later = NOW + timedelta(hours=2)
+    run(root, config(dune.url), clock, now=later)
+    assert sorted(r["team"] for r in dune.latest_rows(NS, "leaderboard")) == ["A", "B", "C"]
+    publish_day([row("B", 1)])
+    run(root, config(dune.url), clock, now=later)
+    assert [(r["team"], r["rank"]) for r in dune.latest_rows(NS, "leaderboard")] == [("B", 1)]
+    assert len(dune.rows(NS, "jam_leaderboard")) == 4

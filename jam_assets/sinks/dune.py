@@ -62,7 +62,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -73,7 +73,7 @@ import requests
 from ..core import schema
 from ..core.minute_files import minute_start
 
-DUNE_TYPES = {"STRING": "varchar", "INTEGER": "bigint", "TIMESTAMP": "timestamp"}
+DUNE_TYPES = {"STRING": "varchar", "INTEGER": "bigint", "TIMESTAMP": "timestamp", "DATE": "date"}
 UPLOADED_AT = "uploaded_at"
 MANIFEST = "upload_manifest"
 MANIFEST_SCHEMA: tuple[dict[str, object], ...] = (
@@ -146,8 +146,21 @@ def dune_schema(table: str, include_codec: bool) -> list[dict[str, object]]:
 
 
 def latest_upload_view_sql(namespace: str, table: str, table_prefix: str = "jam_") -> str:
-    """DuneSQL keeping, per minute file of `table`, only the rows of its latest manifested upload."""
+    """DuneSQL keeping, per minute file of `table` (per day of a per-day table), only the rows of its
+    latest manifested upload. The manifest's `minute_file` of a per-day table holds its day, `YYYY/MM/DD`."""
     name = table_prefix + table
+    if table in schema.DAY_TABLES:
+        return (
+            "WITH latest AS (\n"
+            "    SELECT date(replace(minute_file, '/', '-')) AS day, max(uploaded_at) AS uploaded_at\n"
+            f"    FROM dune.{namespace}.{table_prefix}{MANIFEST}\n"
+            f"    WHERE table_name = '{name}'\n"
+            "    GROUP BY 1\n"
+            ")\n"
+            "SELECT t.*\n"
+            f"FROM dune.{namespace}.{name} AS t\n"
+            "JOIN latest ON t.day = latest.day AND t.uploaded_at = latest.uploaded_at"
+        )
     return (
         "WITH latest AS (\n"
         "    SELECT minute_file, max(uploaded_at) AS uploaded_at\n"
@@ -512,6 +525,44 @@ def scan_table(base: Path, dune_table: str, ledger: Ledger, now: datetime, settl
     return scan
 
 
+_DAY_NAME = re.compile(r"(\d{2})\.jsonl")
+
+
+def scan_day_table(base: Path, dune_table: str, ledger: Ledger, now: datetime, settle_seconds: float) -> TableScan:
+    """scan_table for a per-day table (leaderboard, quality_report): `YYYY/MM/DD.jsonl` files, listed by
+    month folder; a day is settled once it is over plus the settle time. Keys are `YYYY/MM/DD`."""
+    marks = ledger.day_marks(dune_table)
+    scan = TableScan()
+    started_ns = time.time_ns()
+    for year in _subdirs(base, _DAY_PART["year"]):
+        for month_dir in _subdirs(Path(year.path), _DAY_PART["month"]):
+            month = f"{year.name}/{month_dir.name}"
+            month_mtime = month_dir.stat().st_mtime_ns
+            if marks.get(month) == month_mtime:
+                continue
+            scan.days_listed += 1
+            settled = True
+            for entry in sorted(os.scandir(month_dir.path), key=lambda e: e.name):
+                m = _DAY_NAME.fullmatch(entry.name)
+                if m is None or not entry.is_file():
+                    continue
+                key = f"{month}/{m.group(1)}"
+                try:
+                    day_start = datetime.strptime(key, "%Y/%m/%d").replace(tzinfo=timezone.utc)
+                except ValueError:
+                    continue
+                if day_start + timedelta(days=1, seconds=settle_seconds) > now:
+                    settled = False  # the day can still change
+                    continue
+                st = entry.stat()
+                known = ledger.minute(dune_table, key)
+                if known is None or (known.size, known.mtime_ns) != (st.st_size, st.st_mtime_ns):
+                    scan.candidates.append(Candidate(key, Path(entry.path), st.st_size, st.st_mtime_ns))
+            if settled and month_mtime < started_ns - RACY_NS:
+                scan.closable[month] = month_mtime
+    return scan
+
+
 class RowError(ValueError):
     """An export row that Dune would reject; the message names the minute file and line."""
 
@@ -555,11 +606,11 @@ def _fits(dune_type: str, value: object) -> bool:
         return isinstance(value, str)
     if dune_type == "bigint":
         return isinstance(value, int) and not isinstance(value, bool) and BIGINT[0] <= value <= BIGINT[1]
-    if dune_type == "timestamp":
+    if dune_type in ("timestamp", "date"):
         if not isinstance(value, str):
             return False
         try:
-            datetime.fromisoformat(value)
+            (datetime if dune_type == "timestamp" else date).fromisoformat(value)
         except ValueError:
             return False
         return True
@@ -640,7 +691,8 @@ class _Uploader:
         key, name = self.cfg.ledger_key(table), self.cfg.dune_table(table)
         columns = dune_schema(table, self.cfg.include_codec_encoded)
         progress = self.report.tables.setdefault(table, TableReport())
-        scan = scan_table(export_root / table, key, self.ledger, now, settle_seconds)
+        per_day = table in schema.DAY_TABLES
+        scan = (scan_day_table if per_day else scan_table)(export_root / table, key, self.ledger, now, settle_seconds)
         progress.days_listed = scan.days_listed
         encoder = RowEncoder(table, columns, self.stamp)
         bad_minutes: list[str] = []
@@ -709,7 +761,8 @@ class _Uploader:
             self.report.failed[table] = "; ".join(filter(None, [self.report.failed.get(table), message]))
             self.log.error(f"dune: {table}: {message}")
         # A day is done once every export in it is in the ledger as it is; the others are listed again.
-        open_days = {c.minute_file[:10] for c in scan.candidates if c.minute_file not in settled}
+        folder = 7 if per_day else 10  # a per-day table's folders are months (YYYY/MM), the others' days
+        open_days = {c.minute_file[:folder] for c in scan.candidates if c.minute_file not in settled}
         self.ledger.mark_days(key, {d: m for d, m in scan.closable.items() if d not in open_days})
         if progress.files:
             self.log.info(
@@ -785,9 +838,9 @@ def upload(
         try:
             report.uploaded_at = ledger.next_stamp(datetime.now(timezone.utc))
             uploader = _Uploader(cfg, ledger, client, log, report.uploaded_at, report)
-            for table in schema.ALL_TABLES:
+            for table in (*schema.ALL_TABLES, *schema.DAY_TABLES):
                 uploader.table(export_root, table, now, settle_seconds)
-            uploader.manifest(list(schema.ALL_TABLES))
+            uploader.manifest([*schema.ALL_TABLES, *schema.DAY_TABLES])
             report.storage_bytes = ledger.bytes_uploaded()
         finally:
             report.requests = client.requests_sent
