@@ -1,23 +1,24 @@
-"""The Dagster UI in a real browser: a processed instance served by `dagster dev`, Chromium driven by
-Playwright, and helpers that wait for what an operator looks at (never for a fixed time).
+"""The Dagster UI in a real browser: a processed instance served by `dagster dev`, Debian's Chromium
+driven by Playwright, and helpers that wait for what an operator looks at (never for a fixed time).
 
-Pytest (module-scoped, so one server and one browser serve a whole test module):
+In a test module (the fixtures are module-scoped: one server and one browser for the module):
 
     pytest_plugins = ["jam_assets_tests.browser"]
 
     def test_blocks_row_count(page, console_errors):
         open_asset(page, "blocks")
-        assert asset_page_metadata(page)  # ... and no console error:
+        assert asset_page_metadata(page)["dagster/row_count"] == "10"
         assert console_errors == []
 
-Fixtures: `ui` (a `UiInstance`: url, home, logs, exports, the server's log), `ui_url`, `browser`,
-`page` (a fresh context per test, its base URL the server's, so `page.goto("/assets")` works) and
-`console_errors` (the page's console errors and uncaught exceptions, as text).
+Fixtures: `ui` (a `UiInstance`: url, home, logs, exports, the server's log, the env), `ui_url`,
+`browser`, `page` (a context of its own per test, based at the server's URL, so `page.goto("/assets")`
+works) and `console_errors` (that page's console errors and uncaught exceptions, as text).
 
-Outside pytest (scripts/ui_screenshots.py, bench/): `prepare_instance`, `serve_ui`, `chromium`,
-`new_page`, and `VIEWS` with `time_to_content`.
+Outside pytest (scripts/ui_screenshots.py, the benchmarks): `ui_instance` or `prepare_instance` with
+`serve_ui`, then `chromium`, `new_page`, and `VIEWS` with `time_to_content` (or `measure`).
 
-Chromium is Debian's (`scripts/ensure-chromium`): Playwright's own browser downloads are not used.
+Every wait is on content: `expect(...)` retries until its timeout (CONTENT_TIMEOUT_MS, set for all
+`expect` calls made after importing this module, the tests' own too).
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import requests
@@ -46,28 +48,29 @@ from jam_assets.devserver import dagster_dev
 
 PROJECT = Path(__file__).resolve().parents[1]
 SAMPLE_LOGS = PROJECT / "jam_assets" / "sample_logs"
-CHROMIUM = Path("/usr/bin/chromium")
-# Without the background-networking flags Chromium keeps trying to reach Google's services, and on a
-# machine without outside access floods it with refused connections.
+MINUTE_FILE_ASSETS = (schema.RAW_LOG, *schema.ALL_TABLES)
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's (scripts/ensure-chromium); Playwright's downloads are never used
 CHROMIUM_ARGS = [
-    "--no-sandbox",  # we run as root
+    "--no-sandbox",  # the tests run as root
     "--disable-gpu",
     "--disable-quic",
     "--no-first-run",
+    # Without these Chromium keeps calling Google's services, and on a closed network floods it with
+    # refused connections.
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
 ]
 VIEWPORT = {"width": 1600, "height": 1000}
-# The UI asks a fresh browser, on 127.0.0.1, to join the Dagster community, in a modal over the page
-# (shown 1 s after load); its "Skip" stores this key in localStorage.
+# On 127.0.0.1 the UI asks a fresh browser to join the Dagster community, in a modal over the page
+# (1 s after load); its "Skip" stores this key in localStorage.
 SKIP_COMMUNITY_POPUP = "localStorage.setItem('communityNux', JSON.stringify('1'))"
-TABLE_ASSETS = tuple(schema.ALL_TABLES)
 MINUTE_KEY = re.compile(r"^\d{4}/\d{2}/\d{2}/\d{4}$")
-# Content first shows after the code location has loaded and the GraphQL queries have answered: a few
-# seconds on a small instance, far more at 86,400 partitions.
+# Middle-truncated names hold their text twice (shown and measured), so a key is searched, not matched.
+MINUTE_KEY_IN_TEXT = re.compile(r"\d{4}/\d{2}/\d{2}/\d{4}")
+# Content shows once the code location is loaded and the GraphQL queries have answered: a few seconds
+# on the sample instance, far more at 86,400 partitions.
 CONTENT_TIMEOUT_MS = 60_000
-# For `expect(...)` everywhere, the helpers' waits and the tests' own assertions alike.
 expect.set_options(timeout=CONTENT_TIMEOUT_MS)
 
 
@@ -86,17 +89,17 @@ class UiInstance:
 
 
 def prepare_instance(root: Path, minutes: int = 0) -> dict[str, str]:
-    """A Dagster home, log tree and export folder under `root`, processed by `jam-etl run`; returns the env.
+    """A Dagster home, a log tree and an export folder under `root`, processed by `jam-etl run`; returns
+    the environment that points at them.
 
-    The log tree is a copy of the bundled samples (five minute files of April 2025), or with `minutes`
-    that many generated minutes of the tiny testnet from 2025-04-23 06:00; a copy, so that a test can
-    drop a minute file in it for the sensor. `jam-etl run` prepares the home's dagster.yaml from the
-    project's, as `make run` does.
+    The log tree is a copy of the bundled samples (five minute files of April 2025; a copy, so that a
+    test can drop a minute file in it for the sensor), or with `minutes` that many generated minutes of
+    the tiny testnet from 2025-04-23 06:00. `jam-etl run` prepares the home's dagster.yaml, as `make run`.
     """
     home, logs, exports = root / "home", root / "logs", root / "exports"
     home.mkdir(parents=True)
     if minutes:
-        write_minutes(logs, TINY, datetime(2025, 4, 23, 6, 0, tzinfo=timezone.utc), minutes)
+        write_minutes(logs, TINY, datetime(2025, 4, 23, 6, 0, tzinfo=UTC), minutes)
     else:
         shutil.copytree(SAMPLE_LOGS, logs)
     env = {
@@ -145,9 +148,39 @@ def serve_ui(env: Mapping[str, str], server_log: Path, timeout: float = 120) -> 
 
 @contextmanager
 def ui_instance(root: Path, minutes: int = 0) -> Iterator[UiInstance]:
+    """`prepare_instance` under `root`, served by `dagster dev` while the context lasts."""
     env = prepare_instance(root, minutes)
     with serve_ui(env, root / "dagster-dev.log") as url:
         yield UiInstance(url, root / "home", root / "logs", root / "exports", root / "dagster-dev.log", env)
+
+
+def graphql(url: str, query: str, variables: Mapping[str, object] | None = None) -> dict:
+    """The `data` of a GraphQL query to the server at `url` (what the UI itself asks)."""
+    answer = requests.post(f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
+    answer.raise_for_status()
+    body = answer.json()
+    if body.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {body['errors']}")
+    return body["data"]
+
+
+RUN_QUERY = """
+query($id: ID!) { runOrError(runId: $id) { ... on Run {
+  status tags { key value } assetSelection { path } assetCheckSelection { assetKey { path } name } } } }
+"""
+FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def wait_for_run(url: str, run_id: str, timeout: float = 120) -> dict:
+    """The run, once it has finished: status, tags, assetSelection, assetCheckSelection (GraphQL names)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = graphql(url, RUN_QUERY, {"id": run_id})["runOrError"]
+        if run.get("status") in FINISHED:
+            return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} still {run.get('status')} after {timeout:.0f}s")
+        time.sleep(0.5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,7 +189,8 @@ def ui_instance(root: Path, minutes: int = 0) -> Iterator[UiInstance]:
 
 @contextmanager
 def chromium(headless: bool = True) -> Iterator[Browser]:
-    """Debian's Chromium under Playwright, with a fresh, empty profile (Playwright makes a temporary one)."""
+    """Debian's Chromium under Playwright, each launch with a fresh, empty profile (Playwright makes a
+    temporary one and removes it on close)."""
     if not CHROMIUM.exists():
         raise RuntimeError(f"{CHROMIUM} is missing: run scripts/ensure-chromium")
     with sync_playwright() as playwright:
@@ -167,9 +201,9 @@ def chromium(headless: bool = True) -> Iterator[Browser]:
             browser.close()
 
 
-def new_page(browser: Browser, base_url: str) -> Page:
-    """A page in a context of its own (no cookies or local storage shared with other pages)."""
-    context = browser.new_context(base_url=base_url, viewport=VIEWPORT)
+def new_page(browser: Browser, base_url: str, viewport: Mapping[str, int] = VIEWPORT) -> Page:
+    """A page in a browser context of its own (no cookies or local storage shared with other pages)."""
+    context = browser.new_context(base_url=base_url, viewport=dict(viewport))
     context.add_init_script(SKIP_COMMUNITY_POPUP)
     context.set_default_timeout(CONTENT_TIMEOUT_MS)
     return context.new_page()
@@ -184,26 +218,48 @@ def watch_console(page: Page) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Pages, and what shows that each has its content
+# Views, each with what shows that its content is there, and the time it takes
 
 
-def wait_for_asset_header(page: Page, asset: str) -> None:
+@dataclass(frozen=True)
+class View:
+    name: str
+    path: str
+    ready: Callable[[Page], None]
+
+
+def time_to_content(page: Page, view: View) -> float:
+    """Go to `view`; the seconds from asking for it until its content shows."""
+    started = time.monotonic()
+    page.goto(view.path, wait_until="commit")
+    view.ready(page)
+    return time.monotonic() - started
+
+
+def button(within: Page | Locator, label: str) -> Locator:
+    """Buttons whose text starts with `label` (their accessible names start with their icon's name)."""
+    return within.get_by_role("button").filter(has_text=re.compile(f"^{re.escape(label)}"))
+
+
+def metadata_table(page: Page) -> Locator:
+    """The Metadata section of an asset's overview: the latest materialization's metadata."""
+    return page.locator("table").filter(has=page.locator("thead", has_text="Timestamp"))
+
+
+def partition_rows(page: Page) -> Locator:
+    """The rows of a partition list (an asset's or a partitioned check's Partitions tab), each titled with
+    its key. The list is virtualized: only the rows on screen exist."""
+    return page.locator("div[title]").filter(has_text=MINUTE_KEY_IN_TEXT)
+
+
+def _asset_header(page: Page, asset: str) -> None:
     # The breadcrumb shows the key at once; the tabs come with the asset's definition.
     expect(page.get_by_role("listitem").filter(has_text=re.compile(f"^{re.escape(asset)}"))).to_be_visible()
     expect(page.get_by_role("tab", name="Overview", exact=True)).to_be_visible()
 
 
-def open_asset(page: Page, asset: str, tab: str = "overview") -> None:
-    """Go to an asset's page (`tab`: overview, partitions, events, checks, lineage) and wait for its content."""
-    view = "" if tab == "overview" else f"?view={tab}"
-    page.goto(f"/assets/{asset}{view}")
-    wait_for_asset_header(page, asset)
-    TAB_READY[tab](page)
-
-
 def _overview_ready(page: Page) -> None:
-    # The status section's "Latest materialization" gets its partition tag once the data is in.
-    expect(page.get_by_text("Latest materialization", exact=True).first).to_be_visible()
+    # The table is drawn once the latest materialization's metadata has arrived.
     expect(metadata_table(page)).to_be_visible()
 
 
@@ -212,18 +268,18 @@ def _partitions_ready(page: Page) -> None:
     expect(partition_rows(page).first).to_be_visible()
 
 
+def _events_ready(page: Page) -> None:
+    expect(page.get_by_text("Materialized in run").first).to_be_visible()
+
+
 def _checks_ready(page: Page) -> None:
     expect(page.get_by_text(re.compile(r"^Checks \(\d+\)$"))).to_be_visible()
     expect(page.get_by_text("Latest execution", exact=True)).to_be_visible()
 
 
-def _events_ready(page: Page) -> None:
-    expect(page.get_by_text(re.compile(r"^\d{4}/\d{2}/\d{2}/\d{4}$")).first).to_be_visible()
-
-
 def _lineage_ready(page: Page) -> None:
-    # The graph's own button: "Materialize all…" once the neighbours are laid out.
-    expect(page.get_by_role("button", name=re.compile(r"^Materialize all"))).to_be_visible()
+    # The graph's own button, "Materialize all…", comes once the neighbours are laid out.
+    expect(button(page, "Materialize all")).to_be_visible()
 
 
 TAB_READY: dict[str, Callable[[Page], None]] = {
@@ -235,121 +291,191 @@ TAB_READY: dict[str, Callable[[Page], None]] = {
 }
 
 
-def metadata_table(page: Page) -> Locator:
-    """The Metadata section of an asset's overview (its latest materialization's metadata)."""
-    return page.locator("table").filter(has=page.locator("thead", has_text="Timestamp"))
+def asset_view(asset: str, tab: str = "overview", name: str = "") -> View:
+    """An asset's page; `tab`: overview, partitions, events, checks or lineage."""
+    query = "" if tab == "overview" else f"?view={tab}"
+
+    def ready(page: Page) -> None:
+        _asset_header(page, asset)
+        TAB_READY[tab](page)
+
+    return View(name or (asset if tab == "overview" else f"{asset}-{tab}"), f"/assets/{asset}{query}", ready)
+
+
+def check_view(asset: str, check: str) -> View:
+    def ready(page: Page) -> None:
+        _asset_header(page, asset)
+        _checks_ready(page)
+        expect(page.get_by_text(check, exact=True).last).to_be_visible()
+
+    return View(f"{asset}-{check}", f"/assets/{asset}?view=checks&checkDetail={check}", ready)
+
+
+def _catalog_ready(page: Page) -> None:
+    for asset in MINUTE_FILE_ASSETS:
+        expect(page.locator(f'a[href="/assets/{asset}"]')).to_be_visible()
+
+
+def _lineage_groups_ready(page: Page) -> None:
+    # The global lineage starts with each group folded into one node: raw, tables, rejected.
+    expect(page.get_by_text(f"{len(schema.TABLES)} assets", exact=False).first).to_be_visible()
+
+
+def _sensor_switch(page: Page) -> Locator:
+    # The Running row's switch: a hidden checkbox under a drawn toggle.
+    return page.get_by_role("row", name="Running").get_by_role("checkbox")
+
+
+def _sensor_ready(page: Page) -> None:
+    expect(page.get_by_text("Latest tick", exact=True)).to_be_visible()
+    expect(_sensor_switch(page)).to_be_attached()
+
+
+CATALOG = View("catalog", "/assets", _catalog_ready)
+GLOBAL_LINEAGE = View("lineage", "/asset-groups", _lineage_groups_ready)
+SENSOR = View("sensor", "/locations/jam_assets/sensors/minute_file_sensor", _sensor_ready)
+
+# The views the benchmark follows: the ones whose queries grow with the number of partitions.
+VIEWS = (
+    asset_view(schema.RAW_LOG),
+    asset_view(schema.RAW_LOG, "partitions"),
+    asset_view("blocks"),
+    asset_view("blocks", "checks"),
+)
+
+
+def warm_up(page: Page) -> None:
+    """Load the app once, so that later times measure the instance's data, not the first script download."""
+    time_to_content(page, CATALOG)
+
+
+def measure(page: Page, views: Sequence[View] = VIEWS, repeat: int = 1) -> dict[str, list[float]]:
+    """{view name: seconds to content, per repetition}, after a warm-up."""
+    warm_up(page)
+    return {v.name: [time_to_content(page, v) for _ in range(repeat)] for v in views}
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for tests: go somewhere, read what is shown
+
+
+def open_asset(page: Page, asset: str, tab: str = "overview") -> float:
+    """Go to an asset's page (`tab`: overview, partitions, events, checks, lineage) and wait for its
+    content; returns the seconds it took."""
+    return time_to_content(page, asset_view(asset, tab))
+
+
+def open_check(page: Page, asset: str, check: str) -> float:
+    """Go to one check on an asset's Checks tab and wait for its latest execution."""
+    return time_to_content(page, check_view(asset, check))
+
+
+def open_sensor(page: Page) -> float:
+    return time_to_content(page, SENSOR)
 
 
 def asset_page_metadata(page: Page) -> dict[str, str]:
-    """{key: value as shown} of the metadata table on the open asset overview."""
-    rows = metadata_table(page).locator("tbody tr")
-    return {r.locator("td").nth(0).inner_text().strip(): r.locator("td").nth(2).inner_text().strip() for r in rows.all()}
+    """{key: value as shown} of the metadata table on the open asset overview ("[Show JSON]" and the like
+    for the values shown behind a button)."""
+    # Direct children only: a table value (MetadataValue.table) renders a table inside its cell.
+    rows = metadata_table(page).locator(":scope > tbody > tr").all()
+    cells = [r.locator(":scope > td") for r in rows]
+    return {c.nth(0).inner_text().strip(): c.nth(2).inner_text().strip() for c in cells}
 
 
-def partition_rows(page: Page) -> Locator:
-    """The partition list of an asset's Partitions tab (virtualized: only the rows on screen exist)."""
-    return page.locator("div[title]").filter(has_text=re.compile(r"^\d{4}/\d{2}/\d{2}/\d{4}$"))
+def asset_row_count(page: Page) -> int:
+    """The "Row count" of the open asset overview's Status: `dagster/row_count` of the latest
+    materialization (the overview's metadata table leaves that key out, and dagster/column_schema)."""
+    tag = page.get_by_text("Row count", exact=True).locator("xpath=..")
+    expect(tag).to_have_text(re.compile(r"Row count\s*[\d,]+"))
+    return int(tag.inner_text().removeprefix("Row count").strip().replace(",", ""))
 
 
 def listed_partitions(page: Page) -> list[str]:
-    return [t for t in partition_rows(page).evaluate_all("els => els.map(e => e.title)") if MINUTE_KEY.match(t)]
+    """The keys in the open partition list, in its order (the ones rendered: the list is virtualized)."""
+    titles = partition_rows(page).evaluate_all("els => els.map(e => e.title)")
+    return list(dict.fromkeys(t for t in titles if MINUTE_KEY.match(t)))
 
 
-def asset_checks(page: Page) -> dict[str, str]:
-    """{check name: its status line ("Succeeded", "Failed", ...)} on the open Checks tab."""
-    listed = page.locator("a[href*='?view=checks&checkDetail=']")
-    return {
-        a.inner_text().splitlines()[0].strip(): a.inner_text().splitlines()[-1].strip() for a in listed.all()
-    }
+def partition_row(page: Page, key: str) -> Locator:
+    # A partitioned check's tab also shows the selected keys as tags, above the list.
+    return page.locator(f'div[title="{key}"]').last
+
+
+class ListedCheck(NamedTuple):
+    status: str  # Succeeded, Failed, ...
+    icon: str  # check_circle; warning_outline for a failed WARN check
+
+
+def asset_checks(page: Page) -> dict[str, ListedCheck]:
+    """{check name: status} from the list on the left of the open Checks tab."""
+    rows = page.locator("div[title]").evaluate_all(
+        """els => els
+            .filter(e => e.nextElementSibling && e.nextElementSibling.tagName === 'SPAN')
+            .map(e => [e.title, e.nextElementSibling.innerText,
+                       e.closest('span').parentElement.querySelector('[role=img]').getAttribute('aria-label')])"""
+    )
+    return {name: ListedCheck(status.strip(), icon) for name, status, icon in rows}
 
 
 def latest_check_execution(page: Page) -> dict[str, str]:
-    """The "Latest execution" block of the selected check: Evaluation result, Timestamp, ..., Partition."""
-    section = page.locator("div").filter(has=page.get_by_text("Evaluation result", exact=True)).last
-    labels = ("Evaluation result", "Timestamp", "Target materialization", "Partition")
-    values = {}
-    for label in labels:
-        cell = section.get_by_text(label, exact=True).locator("xpath=..")
-        values[label] = cell.inner_text().removeprefix(label).strip()
+    """The check open on the Checks tab: the values under Evaluation result, Timestamp, Target
+    materialization and Partition ("—" when the evaluation has none), then its metadata as shown."""
+    row = page.get_by_text("Evaluation result", exact=True).locator("xpath=../..")
+    # One column per label (a heading, then the value); Timestamp and the others only when known.
+    columns = dict(text.split("\n", 1) for text in row.locator(":scope > div").all_inner_texts())
+    values = {label.strip(): text.strip() for label, text in columns.items()}
+    for entry in row.locator("xpath=..").locator("table tr").all():
+        key, value = entry.locator("td").all_inner_texts()
+        values[key.strip()] = value.strip()
     return values
 
 
-def open_graph(page: Page, query: str = "") -> None:
-    """The global asset lineage (Lineage in the left bar), optionally filtered by an asset selection."""
-    page.goto("/asset-groups" + (f"?asset-selection={query}" if query else ""))
-    expect(graph_node(page, schema.RAW_LOG)).to_be_visible()
+def lineage_shows(page: Page, names: Sequence[str] = MINUTE_FILE_ASSETS) -> set[str]:
+    """Which of `names` the open lineage graph draws (an asset's Lineage tab, or the global one unfolded).
+    Long names are drawn cut in the middle ("validato…tatistics"), with no full text behind them."""
+    texts = page.locator("svg foreignObject").evaluate_all(
+        "els => els.flatMap(e => [...e.querySelectorAll('*')].filter(c => !c.children.length).map(c => c.textContent))"
+    )
+    labels = [t.strip() for t in texts if t.strip()]
+    cut = [label.split("…") for label in labels if label.count("…") == 1]
+    return {
+        n
+        for n in names
+        if n in labels or any(n.startswith(a) and n.endswith(b) and len(n) > len(a + b) for a, b in cut)
+    }
 
 
-def graph_node(page: Page, asset: str) -> Locator:
-    return page.locator(f"[data-testid='node-{asset}']")
-
-
-def graph_assets(page: Page) -> set[str]:
-    ids = page.locator("[data-testid^='node-']").evaluate_all("els => els.map(e => e.dataset.testid)")
-    return {i.removeprefix("node-") for i in ids}
-
-
-def open_sensor(page: Page, name: str = "minute_file_sensor") -> None:
-    page.goto(f"/locations/jam_assets/sensors/{name}")
-    expect(page.get_by_role("heading", name=name)).to_be_visible()
-    expect(sensor_switch(page)).to_be_visible()
-
-
-def sensor_switch(page: Page) -> Locator:
-    """The running/stopped toggle of the open sensor page."""
-    return page.get_by_role("checkbox")
+def sensor_running(page: Page) -> bool:
+    """Whether the open sensor page's Running switch is on."""
+    return _sensor_switch(page).is_checked()
 
 
 def open_materialize_dialog(page: Page, label: str = "Materialize") -> Locator:
-    """Click the open page's Materialize… button (`label`: the start of its text); returns the dialog."""
-    page.get_by_role("button", name=re.compile(f"^{re.escape(label)}")).first.click()
+    """Click the open page's button starting with `label` ("Materialize…" on an asset page, "Materialize
+    all…" on its Lineage tab, "Materialize selected…" in the catalog); returns the launch dialog."""
+    button(page, label).first.click()
     dialog = page.get_by_role("dialog")
     expect(dialog.get_by_text("Partition selection")).to_be_visible()
     return dialog
 
 
-# ---------------------------------------------------------------------------------------------
-# Time to content, for scripts/ui_screenshots.py and the benchmarks
+def choose_partitions(page: Page, dialog: Locator, keys: Sequence[str]) -> None:
+    """Tick `keys` in the dialog's partition picker (Custom), then close the picker."""
+    dialog.get_by_text("Select a partition or create one").click()
+    for key in keys:
+        page.get_by_role("menuitem", name=key).click()
+    dialog.get_by_text(re.compile("^Launch runs to materialize")).click()  # closes the picker, not the dialog
+    expect(dialog.get_by_text(f"{len(keys)} partition{'s' if len(keys) > 1 else ''}", exact=True)).to_be_visible()
 
 
-@dataclass(frozen=True)
-class View:
-    name: str
-    path: str
-    ready: Callable[[Page], None]
-
-
-def _asset_view(name: str, asset: str, tab: str) -> View:
-    view = "" if tab == "overview" else f"?view={tab}"
-
-    def ready(page: Page) -> None:
-        wait_for_asset_header(page, asset)
-        TAB_READY[tab](page)
-
-    return View(name, f"/assets/{asset}{view}", ready)
-
-
-# The four views the benchmark follows: they are the ones that grow with the number of partitions.
-VIEWS = (
-    _asset_view("raw_log", schema.RAW_LOG, "overview"),
-    _asset_view("raw_log-partitions", schema.RAW_LOG, "partitions"),
-    _asset_view("blocks", "blocks", "overview"),
-    _asset_view("blocks-checks", "blocks", "checks"),
-)
-
-
-def time_to_content(page: Page, view: View) -> float:
-    """Seconds from asking for `view` until its content shows (the app's scripts already in the cache)."""
-    started = time.monotonic()
-    page.goto(view.path, wait_until="commit")
-    view.ready(page)
-    return time.monotonic() - started
-
-
-def warm_up(page: Page) -> None:
-    """Load the app once, so that times measure the instance's data and not the first script download."""
-    page.goto("/assets")
-    expect(page.get_by_role("link", name=schema.RAW_LOG, exact=True)).to_be_visible()
+def launch(page: Page, dialog: Locator) -> str:
+    """Press the dialog's Launch button ("Launch 1 run" for one partition, "Launch backfill" for more);
+    returns the toast's link: /runs/<run id> or /runs/b/<backfill id>."""
+    button(dialog, "Launch").click()
+    link = page.get_by_role("region", name=re.compile("Notifications")).get_by_role("link", name="View")
+    expect(link).to_be_visible()
+    return link.get_attribute("href") or ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,6 +495,8 @@ def ui_url(ui: UiInstance) -> str:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: run scripts/ensure-chromium")
     with chromium() as b:
         yield b
 
