@@ -50,7 +50,7 @@ log {
   filter(f_jamduna);
   destination(d_logs);
 };
-"""
+"""  # noqa: E101, W291 (tabs and a trailing space, as in the README)
 
 # Not in the README: the sources for the traffic its tcp() source cannot read (see the module docstring).
 EXTRA_SOURCES = """

@@ -22,7 +22,7 @@ import os
 import socket
 import subprocess
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -117,7 +117,7 @@ def go_log_syslog(*messages: bytes, tag: str = "jamtart"):
     """Go's log/syslog over TCP: `<PRI>RFC3339 hostname tag[pid]: msg`, plus LF unless msg ends in one."""
 
     def send(port: int) -> None:
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
         frames = [
             b"<14>%s %s %s[%d]: %s%s"
             % (stamp, HOST.encode(), tag.encode(), os.getpid(), m, b"" if m.endswith(b"\n") else b"\n")
@@ -136,7 +136,7 @@ def rust_syslog(*messages: bytes, terminate: bool):
     """
 
     def send(port: int) -> None:
-        stamp = datetime.now(timezone.utc).strftime("%b %d %H:%M:%S").encode()
+        stamp = datetime.now(UTC).strftime("%b %d %H:%M:%S").encode()
         send_syslog(
             port, b"".join(b"<14>%s jamtart[0]: %s%s" % (stamp, m, b"\n" if terminate else b"") for m in messages)
         )
@@ -169,7 +169,7 @@ def syslog_handler(*messages: str, ident: str = "jamtart: "):
 
 
 def _bsd_now() -> bytes:
-    return datetime.now(timezone.utc).strftime("%b %e %H:%M:%S").encode()
+    return datetime.now(UTC).strftime("%b %e %H:%M:%S").encode()
 
 
 def _iso_now(offset_hours: int = 0, fraction: bool = True) -> bytes:
@@ -180,7 +180,7 @@ def _iso_now(offset_hours: int = 0, fraction: bool = True) -> bytes:
 
 def header_corpus() -> bytes:
     """RFC 3164 header shapes (and near misses) that syslog-ng's parser tells apart, all stamped now."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     stamps = [
         _bsd_now(),
         now.strftime("%b %d %H:%M:%S").encode(),
@@ -366,7 +366,7 @@ def test_byte_identical(peers, case):
     for key in sng_files:
         if sng_files[key] != rx_files[key]:
             s, r = sng_files[key].split(b"\n"), rx_files[key].split(b"\n")
-            first = next((i for i, (a, b) in enumerate(zip(s, r)) if a != b), min(len(s), len(r)))
+            first = next((i for i, (a, b) in enumerate(zip(s, r, strict=False)) if a != b), min(len(s), len(r)))
             pytest.fail(
                 f"{key}: line {first + 1} differs\nsyslog-ng: {s[first : first + 3]!r}\nreceiver:  {r[first : first + 3]!r}"[
                     :3000
@@ -404,7 +404,7 @@ def test_differences_from_jam_etls_syslog_ng(peers):
     # 5. File names: syslog-ng uses the message's own timestamp (here one from 1 January), the receiver
     # its clock at receipt.
     _within_one_minute(3)
-    receipt_minute = datetime.now(timezone.utc).strftime("%Y/%m/%d/%H%M")
+    receipt_minute = datetime.now(UTC).strftime("%Y/%m/%d/%H%M")
     sng_files, rx_files = run_case(peers, "readme", [raw(b"<14>Jan  1 00:00:00 host jamtart: stamped 1 January\n")])
     (sng_key,) = sng_files
     assert sng_key.endswith("/01/01/0000") and list(rx_files) == [receipt_minute]
@@ -412,7 +412,7 @@ def test_differences_from_jam_etls_syslog_ng(peers):
 
     # 6. ... and a timestamp with a UTC offset is filed under the sender's local time, not UTC.
     _within_one_minute(3)
-    receipt_minute = datetime.now(timezone.utc).strftime("%Y/%m/%d/%H%M")
+    receipt_minute = datetime.now(UTC).strftime("%Y/%m/%d/%H%M")
     sng_files, rx_files = run_case(
         peers, "readme", [raw(make=lambda: b"<14>" + _iso_now(2) + b" host jamtart: stamped at +02:00\n")]
     )

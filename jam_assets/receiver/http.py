@@ -16,7 +16,7 @@ import h11
 
 from .files import WriteFailed
 from .lines import LineReader
-from .server import Connection, Receiver
+from .server import ADMIN_RESERVE, Connection, Receiver
 
 READ_CHUNK = 256 * 1024
 MAX_HEAD_BYTES = 16 * 1024
@@ -62,7 +62,9 @@ class HttpConnection(Connection):
 
     async def run(self) -> None:
         self._task = asyncio.current_task()
-        if not self.rx.admit(self):
+        # Counted against the limit like any connection; one of the few past it may only look.
+        self.admin_only = len(self.rx.connections) >= self.rx.config.max_connections
+        if not self.rx.admit(self, reserve=ADMIN_RESERVE):
             await self._reply_and_close(503, {"error": "too many connections, or shutting down; retry later"})
             return
         try:
@@ -85,10 +87,6 @@ class HttpConnection(Connection):
         except (ConnectionError, OSError):
             pass
         finally:
-            if self.lines is not None:
-                if self.lines.pending:
-                    self.rx.metrics.refuse("http", "incomplete")
-                self.lines.discard()
             self.writer.close()
             self.rx.release(self)
 
@@ -120,7 +118,10 @@ class HttpConnection(Connection):
         path = request.target.split(b"?", 1)[0]
         try:
             if path == TELEMETRY_PATH:
-                if request.method != b"POST":
+                if self.admin_only or self.rx.draining:
+                    self.rx.metrics.refuse("http", "max_connections")
+                    await self._reply_and_close(503, {"error": "too many connections, or shutting down; retry later"})
+                elif request.method != b"POST":
                     await self._skip_body()
                     await self._reply(405, {"error": "POST newline-delimited JSON to /v1/telemetry"})
                 else:
@@ -171,9 +172,10 @@ class HttpConnection(Connection):
                     return
         except WriteFailed as exc:
             status = 507 if exc.disk_full else 500
-            self.rx.metrics.last_write_error = str(exc)
             await self._reply_and_close(status, {**self._counts(), "error": str(exc)})
         finally:
+            if self.lines.pending:  # a line cut by a timeout or the shutdown is not stored
+                self.rx.metrics.refuse("http", self._cut[0] or "incomplete" if self._cut else "incomplete")
             self.lines.discard()
             self.lines = None
 
@@ -196,10 +198,7 @@ class HttpConnection(Connection):
         return {"stored": self.stored, "refused": self.refused}
 
     async def _after_cut(self, reason: str | None, why: str) -> None:
-        if self.lines is not None and self.lines.pending:
-            self.rx.metrics.refuse("http", reason or "incomplete")
-            self.lines.discard()
-        if self.h.our_state is h11.SEND_RESPONSE and self.in_request:
+        if self.h.our_state is h11.SEND_RESPONSE:  # a request came and has had no answer yet
             status = 408 if reason == "timeout" else 503
             await self._reply_and_close(status, {**self._counts(), "error": why})
 

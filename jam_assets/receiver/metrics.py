@@ -36,7 +36,6 @@ class Metrics:
         self.refused: dict[tuple[str, str], int] = defaultdict(int)
         self.open_connections: dict[str, int] = defaultdict(int)
         self.connections: dict[str, int] = defaultdict(int)
-        self.last_write_error = ""
 
     def refuse(self, listener: str, reason: str, count: int = 1) -> None:
         if count:

@@ -28,8 +28,20 @@ from .metrics import Metrics
 log = logging.getLogger("jam_assets.receiver")
 
 TICK_SECONDS = 0.5
+# HTTP connections past JAM_RECEIVER_MAX_CONNECTIONS still get /metrics and /healthz: a full receiver
+# is when an operator most needs to look at it.
+ADMIN_RESERVE = 8
 # On SIGTERM a connection counts as drained once nothing has arrived on it for this long.
 DRAIN_QUIET_SECONDS = 0.2
+
+
+def _free_bytes(path) -> int:
+    """Space the receiver may still use on the log disk; -1 if the folder cannot be looked at."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return -1
+    return st.f_bavail * st.f_frsize
 
 
 class Connection:
@@ -72,11 +84,13 @@ class Receiver:
         self._servers: list = []
         self._stop = asyncio.Event()
         self._lock_fd: int | None = None
+        # The last write the disk refused, and the free space then: unhealthy until space returns.
+        self._write_failure: tuple[str, int] | None = None
 
     # -- admission and storage, used by every listener -------------------------------------------
 
-    def admit(self, conn: Connection) -> bool:
-        if self.draining or len(self.connections) >= self.config.max_connections:
+    def admit(self, conn: Connection, reserve: int = 0) -> bool:
+        if self.draining or len(self.connections) >= self.config.max_connections + reserve:
             self.metrics.refuse(conn.listener, "max_connections")
             log.warning(
                 "%s connection from %s refused: %s",
@@ -106,14 +120,14 @@ class Receiver:
         except WriteFailed as exc:
             self._count_stored(listener, bodies[: exc.stored])
             self.metrics.refuse(listener, "disk_full" if exc.disk_full else "write_error", len(bodies) - exc.stored)
-            self.metrics.last_write_error = str(exc)
+            self._write_failure = (str(exc), _free_bytes(self.config.log_dir))
             raise
         finally:
             for m in messages:
                 if isinstance(m, SpooledMessage):
                     m.close()
         self._count_stored(listener, bodies)
-        self.metrics.last_write_error = ""
+        self._write_failure = None
         return stored
 
     def _count_stored(self, listener: str, bodies: list) -> None:
@@ -125,12 +139,12 @@ class Receiver:
     def health(self) -> tuple[int, dict]:
         if self.draining:
             return 503, {"status": "draining"}
-        try:
-            st = os.statvfs(self.config.log_dir)
-            if st.f_bavail == 0:
-                return 503, {"status": "disk full", "log_dir": str(self.config.log_dir)}
-        except OSError as exc:
-            return 503, {"status": f"log dir unusable: {exc}"}
+        free = _free_bytes(self.config.log_dir)
+        if free < 0:
+            return 503, {"status": "log dir unusable", "log_dir": str(self.config.log_dir)}
+        if free == 0 or (self._write_failure is not None and free <= self._write_failure[1]):
+            error = self._write_failure[0] if self._write_failure else "no space left"
+            return 503, {"status": "disk full", "error": error, "log_dir": str(self.config.log_dir)}
         return 200, {"status": "ok", "current_file": self.files.current_key or None}
 
     def metrics_text(self) -> bytes:

@@ -115,7 +115,6 @@ class WsConnection(Connection):
                 try:
                     self.stored += self.rx.store("ws", time.time(), [], [body])
                 except WriteFailed as exc:
-                    self.rx.metrics.last_write_error = str(exc)
                     await self._ack(error=str(exc))
                     await ws.close(CloseCode.INTERNAL_ERROR, "disk full" if exc.disk_full else "write error")
                     return
