@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ from jam_assets.core.generator import TINY, TOASTER, Generator, write_minutes  #
 from jam_assets.devserver import dagster_dev as dev_server  # noqa: E402
 from jam_assets.home import prepare_home  # noqa: E402
 
-START = datetime(2025, 4, 23, 6, 0, tzinfo=timezone.utc)
+START = datetime(2025, 4, 23, 6, 0, tzinfo=UTC)
 rows: list[tuple[str, str, str]] = []
 
 
@@ -75,10 +75,13 @@ def core_vs_floor(profile, mb: int, label: str) -> None:
     core = best("core", path)  # one process per core, as the asset runs it
     size_mb = core["bytes"] / 1e6
     target = "<= 2x" if profile is TOASTER else "<= 1.6x"
-    record(f"core {label} ({size_mb:.0f} MB, {core['lines']:,} lines)",
-           f"{size_mb / core['seconds']:.0f} MB/s, {core['lines'] / core['seconds']:,.0f} lines/s on {os.cpu_count()} processes; "
-           f"floor {size_mb / floor['seconds']:.0f} MB/s; ratio {core['seconds'] / floor['seconds']:.2f}x "
-           f"(1 process: {size_mb / one['seconds']:.0f} MB/s, {one['seconds'] / floor['seconds']:.2f}x)", target)
+    record(
+        f"core {label} ({size_mb:.0f} MB, {core['lines']:,} lines)",
+        f"{size_mb / core['seconds']:.0f} MB/s, {core['lines'] / core['seconds']:,.0f} lines/s on {os.cpu_count()} processes; "
+        f"floor {size_mb / floor['seconds']:.0f} MB/s; ratio {core['seconds'] / floor['seconds']:.2f}x "
+        f"(1 process: {size_mb / one['seconds']:.0f} MB/s, {one['seconds'] / floor['seconds']:.2f}x)",
+        target,
+    )
 
 
 def memory_and_scaling(sizes: list[int]) -> None:
@@ -88,11 +91,17 @@ def memory_and_scaling(sizes: list[int]) -> None:
         results.append(core)
         size = core["bytes"] / 1e6
         budget = 2 * core["bytes"] / 2**20 + 300
-        record(f"peak RSS, toaster {size:.0f} MB", f"{core['peak_rss_mb']:.0f} MB (all processes)",
-               f"<= {budget:.0f} MB (2x file + 300)")
+        record(
+            f"peak RSS, toaster {size:.0f} MB",
+            f"{core['peak_rss_mb']:.0f} MB (all processes)",
+            f"<= {budget:.0f} MB (2x file + 300)",
+        )
     per_mb = [r["seconds"] / (r["bytes"] / 1e6) for r in results]
-    record("time per MB at 1x / 2x / 4x (best of 3)", " / ".join(f"{1000 * t:.2f} ms" for t in per_mb),
-           f"4x/1x = {per_mb[-1] / per_mb[0]:.2f} (<= 1.2)")
+    record(
+        "time per MB at 1x / 2x / 4x (best of 3)",
+        " / ".join(f"{1000 * t:.2f} ms" for t in per_mb),
+        f"4x/1x = {per_mb[-1] / per_mb[0]:.2f} (<= 1.2)",
+    )
 
 
 def run_env(home: Path, logs: Path, exports: Path) -> dict:
@@ -110,16 +119,37 @@ def dagster_day(minutes: int, separate: int) -> None:
     t = time.perf_counter()
     subprocess.run([str(BIN / "jam-etl"), "run"], env=env, cwd=ROOT, check=True, capture_output=True)
     single = time.perf_counter() - t
-    record(f"{minutes} minute files, one single-run backfill", f"{single:.1f} s wall (incl. process start)",
-           "<= 60 s for 1,440" if minutes == 1440 else "(full run: 1,440 files)")
+    record(
+        f"{minutes} minute files, one single-run backfill",
+        f"{single:.1f} s wall (incl. process start)",
+        "<= 60 s for 1,440" if minutes == 1440 else "(full run: 1,440 files)",
+    )
     keys = [(START + timedelta(minutes=i)).strftime("%Y/%m/%d/%H%M") for i in range(separate)]
     t = time.perf_counter()
     for key in keys:
-        subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "jam_assets.definitions",
-                        "--select", "*", "--partition", key], env=env, cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(BIN / "dagster"),
+                "asset",
+                "materialize",
+                "-m",
+                "jam_assets.definitions",
+                "--select",
+                "*",
+                "--partition",
+                key,
+            ],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
     each = (time.perf_counter() - t) / separate
-    record(f"separate runs, one per minute file ({separate} measured)",
-           f"{each:.1f} s per run; {each * minutes / 60:.1f} min for {minutes} files", "(why single-run is the default)")
+    record(
+        f"separate runs, one per minute file ({separate} measured)",
+        f"{each:.1f} s per run; {each * minutes / 60:.1f} min for {minutes} files",
+        "(why single-run is the default)",
+    )
 
 
 def sensor_tick(files: int) -> None:
@@ -143,8 +173,11 @@ def sensor_tick(files: int) -> None:
     t = time.perf_counter()
     first = plan_from_disk(root, WatchCursor(), now, 10, 3600, registered=set())
     cold = time.perf_counter() - t
-    record(f"sensor tick, {files:,} files on disk", f"{1000 * steady:.0f} ms per tick (cursor {len(plan.cursor.dumps())} B); "
-           f"first tick {cold:.1f} s ({len(first.new)} registered, {first.deferred:,} left for later ticks)")
+    record(
+        f"sensor tick, {files:,} files on disk",
+        f"{1000 * steady:.0f} ms per tick (cursor {len(plan.cursor.dumps())} B); "
+        f"first tick {cold:.1f} s ({len(first.new)} registered, {first.deferred:,} left for later ticks)",
+    )
 
 
 @contextmanager
@@ -186,9 +219,11 @@ def daemon_day(minutes: int) -> None:
     with dagster_dev(base, logs, 3196) as home:
         done = wait_materialized(home, keys, ("raw_log", *schema.ALL_TABLES), 600)
     took = time.monotonic() - start
-    record(f"{minutes} minute files through the daemon (sensor -> one run)",
-           f"{took:.1f} s from `dagster dev` start to every table" + ("" if done else " (timed out)"),
-           "<= 60 s for 1,440" if minutes == 1440 else "(full run: 1,440 files)")
+    record(
+        f"{minutes} minute files through the daemon (sensor -> one run)",
+        f"{took:.1f} s from `dagster dev` start to every table" + ("" if done else " (timed out)"),
+        "<= 60 s for 1,440" if minutes == 1440 else "(full run: 1,440 files)",
+    )
 
 
 def live_latency(wait_for_real_minute: bool) -> None:
@@ -200,7 +235,7 @@ def live_latency(wait_for_real_minute: bool) -> None:
     logs.mkdir(parents=True)
     with dagster_dev(base, logs, 3197) as home:
         gen = Generator(TINY, seed=9)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         if wait_for_real_minute:
             minute = now.replace(second=0, microsecond=0)
             gen.write_minute(logs, minute)  # written during its own minute; closes at minute end + grace
@@ -209,10 +244,12 @@ def live_latency(wait_for_real_minute: bool) -> None:
             minute = (now - timedelta(seconds=70)).replace(second=0, microsecond=0)  # the newest closed minute
             time.sleep(5)  # let the webserver and daemon come up
             gen.write_minute(logs, minute)  # already closed: latency counts from the drop
-            closed = datetime.now(timezone.utc)
+            closed = datetime.now(UTC)
         key = minute.strftime("%Y/%m/%d/%H%M")
-        wait_materialized(home, [key], ("raw_log", "blocks", "validatorstatistics", "corestatistics", "rejected_lines"), 300)
-        latency = (datetime.now(timezone.utc) - closed).total_seconds()
+        wait_materialized(
+            home, [key], ("raw_log", "blocks", "validatorstatistics", "corestatistics", "rejected_lines"), 300
+        )
+        latency = (datetime.now(UTC) - closed).total_seconds()
         how = "from minute end + grace" if wait_for_real_minute else "from dropping an already-closed file"
         record(f"live latency ({how})", f"{latency:.0f} s to every table, under dagster dev", "<= 45 s")
 
@@ -239,8 +276,10 @@ def main() -> None:
         sensor_tick(100_000)
         live_latency(wait_for_real_minute=True)
     width = max(len(r[0]) for r in rows)
-    print(f"\njam-etl benchmarks ({'quick' if args.quick else 'full'}) on {os.cpu_count()} cores, "
-          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {datetime.now():%Y-%m-%d %H:%M}")
+    print(
+        f"\njam-etl benchmarks ({'quick' if args.quick else 'full'}) on {os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {datetime.now():%Y-%m-%d %H:%M}"
+    )
     for figure, value, target in rows:
         print(f"  {figure:<{width}}  {value}  {target}")
 

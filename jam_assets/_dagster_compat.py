@@ -57,7 +57,11 @@ def _warn_once(what: str, why: str) -> None:
 
 
 def _accumulator_ok(step) -> bool:
-    return INTERNALS and hasattr(step, "_metadata_accumulator") and hasattr(step._metadata_accumulator, "per_output_metadata")
+    return (
+        INTERNALS
+        and hasattr(step, "_metadata_accumulator")
+        and hasattr(step._metadata_accumulator, "per_output_metadata")
+    )
 
 
 def add_partition_metadata(
@@ -89,7 +93,13 @@ _BATCHED_KINDS = {
     # failed run marks each of its minute files failed in the UI), in one transaction.
     DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
 }
-_STORAGE_METHODS = ("_event_to_row", "run_connection", "index_transaction", "_store_asset_event_tags", "_store_asset_event")
+_STORAGE_METHODS = (
+    "_event_to_row",
+    "run_connection",
+    "index_transaction",
+    "_store_asset_event_tags",
+    "_store_asset_event",
+)
 
 
 def batch_event_writes() -> None:
@@ -146,7 +156,9 @@ if INTERNALS:
             # Asset events are mirrored in the index shard, whose ids the asset tables refer to.
             with self.index_transaction() as conn:
                 inserted = conn.execute(
-                    SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True),
+                    SqlEventLogStorageTable.insert().returning(
+                        SqlEventLogStorageTable.c.id, sort_by_parameter_order=True
+                    ),
                     rows,
                 )
                 event_ids = [row[0] for row in inserted]

@@ -1,8 +1,8 @@
 """`jam-etl`: the command line beside the Dagster UI.
 
-    jam-etl run      register every closed minute file under JAM_LOG_DIR and materialize raw_log and
-                     every table over them in one single-run backfill, then print a summary
-    jam-etl sql Q    query the DuckDB warehouse (read-only)
+jam-etl run      register every closed minute file under JAM_LOG_DIR and materialize raw_log and
+                 every table over them in one single-run backfill, then print a summary
+jam-etl sql Q    query the DuckDB warehouse (read-only)
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .core import schema
@@ -59,7 +59,9 @@ def release_dead_runs(instance) -> list[str]:
 
     released = []
     records = instance.get_run_records(
-        dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING], tags={HOST_TAG: socket.gethostname()})
+        dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING], tags={HOST_TAG: socket.gethostname()}
+        )
     )
     for record in records:
         run = record.dagster_run
@@ -89,7 +91,7 @@ def run(settings: JamSettings, include_open: bool = False) -> int:
     root = settings.log_root
     if not root.is_dir():
         raise CliError(f"JAM_LOG_DIR {root} is not a folder")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     files = scan(root)
     open_files = [f for f in files if not is_closed(f.key, now, settings.grace_seconds)]
     if not include_open:
@@ -106,11 +108,15 @@ def run(settings: JamSettings, include_open: bool = False) -> int:
 
     print(f"jam-etl run: {len(keys)} minute files under {root} ({len(new_keys)} newly registered)", flush=True)
     if open_files and not include_open:
-        print(f"  skipping {len(open_files)} minute file(s) whose minute is not over yet: {', '.join(f.key for f in open_files)}")
+        print(
+            f"  skipping {len(open_files)} minute file(s) whose minute is not over yet: {', '.join(f.key for f in open_files)}"
+        )
     defs = build_defs(resources_for(settings=configured))
     job = defs.resolve_job_def("minute_tables_job")
     for run_id in release_dead_runs(instance):
-        print(f"  run {run_id[:8]} was left running by a jam-etl process that is gone: marked failed, its pool slot freed")
+        print(
+            f"  run {run_id[:8]} was left running by a jam-etl process that is gone: marked failed, its pool slot freed"
+        )
     results = []
     for start, end in ranges:
         tags = {**range_tags(start, end), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
@@ -142,15 +148,22 @@ def daily_reports(instance, defs, day_keys: list[str]):
     print(f"  the leaderboard and quality report of {len(ordered)} day(s): {ordered[0]} ... {ordered[-1]}", flush=True)
     tags = {**range_tags(ordered[0], ordered[-1]), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     return defs.resolve_job_def("daily_reports_job").execute_in_process(
-        instance=instance, tags=tags, raise_on_error=False,
+        instance=instance,
+        tags=tags,
+        raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
     )
 
 
 def print_reports(result, settings: JamSettings) -> None:
-    rows = {e.partition: e.materialization.metadata["rows"].value for e in result.get_asset_materialization_events()
-            if e.asset_key.path[-1] == "leaderboard"}
-    print(f"Leaderboard: {sum(rows.values())} rows for {len(rows)} day(s); page {settings.export_root / 'leaderboard' / 'index.html'}")
+    rows = {
+        e.partition: e.materialization.metadata["rows"].value
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[-1] == "leaderboard"
+    }
+    print(
+        f"Leaderboard: {sum(rows.values())} rows for {len(rows)} day(s); page {settings.export_root / 'leaderboard' / 'index.html'}"
+    )
     print(f"  (try: {self_command()} leaderboard --metric block_author)")
 
 
@@ -180,8 +193,10 @@ def print_summary(results, settings: JamSettings, home: Path) -> None:
         for check in sorted(checks, key=lambda c: (c.asset_key.to_user_string(), c.check_name)):
             status = "pass" if check.passed else ("warn" if check.severity.value == "WARN" else "FAIL")
             headline = check.metadata.get("headline")
-            print(f"  {status:<4}  {check.asset_key.to_user_string()}.{check.check_name}"
-                  + (f": {headline.value}" if headline is not None else ""))
+            print(
+                f"  {status:<4}  {check.asset_key.to_user_string()}.{check.check_name}"
+                + (f": {headline.value}" if headline is not None else "")
+            )
     failed = [r for r in results if not r.success]
     for r in failed:
         step_failures = [e for e in r.all_events if e.is_step_failure]
@@ -189,7 +204,9 @@ def print_summary(results, settings: JamSettings, home: Path) -> None:
             err = e.step_failure_data.error
             print(f"Run {r.run_id} failed: {err.message.strip() if err else 'see the Dagster UI'}")
     print(f"Exports: {settings.export_root}")
-    print(f"DuckDB:  {settings.duckdb_path}  (try: {self_command()} sql \"SELECT team, count(*) FROM blocks GROUP BY 1\")")
+    print(
+        f'DuckDB:  {settings.duckdb_path}  (try: {self_command()} sql "SELECT team, count(*) FROM blocks GROUP BY 1")'
+    )
     print(f"Dagster: runs {', '.join(r.run_id[:8] for r in results)} in {home} (`make dev` shows them)")
 
 
@@ -243,7 +260,9 @@ def sql(settings: JamSettings, query: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jam-etl", description="JAM telemetry minute files -> tables, through Dagster.")
+    parser = argparse.ArgumentParser(
+        prog="jam-etl", description="JAM telemetry minute files -> tables, through Dagster."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="materialize every minute file under JAM_LOG_DIR in one run, then summarise")
     run_p.add_argument("--include-open", action="store_true", help="also process files whose minute is not over yet")
@@ -251,8 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     sql_p.add_argument("query")
     board_p = sub.add_parser("leaderboard", help="print the ranked teams of one metric for a day")
     board_p.add_argument("--day", help="YYYY-MM-DD (default: the newest day)")
-    board_p.add_argument("--metric", default="block_author", help="block_author (default), refine, assurance, ticket, "
-                         "or a count: blocks, work_reports, assurances, tickets, preimages")
+    board_p.add_argument(
+        "--metric",
+        default="block_author",
+        help="block_author (default), refine, assurance, ticket, "
+        "or a count: blocks, work_reports, assurances, tickets, preimages",
+    )
     args = parser.parse_args(argv)
     try:
         from .defs.resources import deployment_name

@@ -169,11 +169,11 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator
 from urllib.parse import parse_qs, quote, urlencode, urlparse
 
 import pytest
@@ -259,8 +259,9 @@ def _remove_orphaned_folders() -> None:
 _LISTEN = re.compile(r'"event":\s*"rest\.listen".*?"port":\s*(\d+)|"port":\s*(\d+).*?"event":\s*"rest\.listen"')
 
 
-def start_emulator_process(*, persistent: bool = True, startup_timeout: float = 90.0,
-                           project: str = PROJECT) -> EmulatorProcess:
+def start_emulator_process(
+    *, persistent: bool = True, startup_timeout: float = 90.0, project: str = PROJECT
+) -> EmulatorProcess:
     """Start bqemulator on a free loopback port (it binds port 0 and logs the port) with a private
     HOME, data dir and upload dir under a new temp folder; returns once /readyz answers ok."""
     venv = ensure_emulator_installed()
@@ -273,26 +274,50 @@ def start_emulator_process(*, persistent: bool = True, startup_timeout: float = 
     (home / ".duckdb" / "extensions").symlink_to(venv / "home" / ".duckdb" / "extensions")
     (root / "uploads").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BQEMU_")}
-    env.update({
-        "HOME": str(home),
-        "BQEMU_ENABLE_FORMAT_EXTENSIONS": "false",  # would try to download DuckDB's avro extension
-        "BQEMU_UPLOAD_STAGING_DIR": str(root / "uploads"),
-        "BQEMU_QUERY_CACHE_TTL_SECONDS": "0",  # BigQuery never caches DML; keep SELECTs honest too
-        "BQEMU_METRICS_ENABLED": "false",
-        "BQEMU_TRACING_ENABLED": "false",
-        "PYTHONUNBUFFERED": "1",
-    })
-    cmd = [str(venv / "bin" / "bqemulator"), "start", "--rest-host", "127.0.0.1", "--rest-port", "0",
-           "--grpc-host", "127.0.0.1", "--grpc-port", "0", "--project", project,
-           "--log-format", "json", "--log-level", "info"]
+    env.update(
+        {
+            "HOME": str(home),
+            "BQEMU_ENABLE_FORMAT_EXTENSIONS": "false",  # would try to download DuckDB's avro extension
+            "BQEMU_UPLOAD_STAGING_DIR": str(root / "uploads"),
+            "BQEMU_QUERY_CACHE_TTL_SECONDS": "0",  # BigQuery never caches DML; keep SELECTs honest too
+            "BQEMU_METRICS_ENABLED": "false",
+            "BQEMU_TRACING_ENABLED": "false",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    cmd = [
+        str(venv / "bin" / "bqemulator"),
+        "start",
+        "--rest-host",
+        "127.0.0.1",
+        "--rest-port",
+        "0",
+        "--grpc-host",
+        "127.0.0.1",
+        "--grpc-port",
+        "0",
+        "--project",
+        project,
+        "--log-format",
+        "json",
+        "--log-level",
+        "info",
+    ]
     cmd += ["--data-dir", str(root / "data")] if persistent else ["--ephemeral"]
     started = time.monotonic()
     log = open(root / "emulator.log", "wb")
     try:
         # cwd is the temp folder: the emulator reads a .bqemu.toml from its working directory.
-        process = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True,
-                                   preexec_fn=_die_with_parent)
+        process = subprocess.Popen(
+            cmd,
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
     finally:
         log.close()
     emu = EmulatorProcess(url="", port=0, root=root, process=process, startup_seconds=0.0)
@@ -342,7 +367,7 @@ class RecordedRequest:
     headers: dict[str, str]  # lower-cased names
     body: bytes
     status: int | None = None  # what the proxy answered
-    fault: "Fault | None" = None  # the fault that answered it, if any
+    fault: Fault | None = None  # the fault that answered it, if any
 
     def json(self):
         return json.loads(self.body)
@@ -362,7 +387,8 @@ class RecordedRequest:
         if not ctype.startswith("multipart/"):
             return []
         msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-            b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + self.body)
+            b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + self.body
+        )
         return list(msg.iter_parts()) if msg.is_multipart() else []
 
     @property
@@ -430,17 +456,41 @@ class RecordedRequest:
 
 # BigQuery's reason -> HTTP status (https://cloud.google.com/bigquery/docs/error-messages).
 REASON_STATUS = {
-    "accessDenied": 403, "backendError": 500, "badRequest": 400, "billingNotEnabled": 403,
-    "billingTierLimitExceeded": 400, "blocked": 403, "bytesBilledLimitExceeded": 400,
-    "duplicate": 409, "internalError": 500, "invalid": 400, "invalidQuery": 400,
-    "invalidUser": 400, "jobBackendError": 400, "jobInternalError": 400, "notFound": 404,
-    "notImplemented": 501, "quotaExceeded": 403, "rateLimitExceeded": 403,
-    "resourceInUse": 400, "resourcesExceeded": 400, "responseTooLarge": 403, "stopped": 200,
-    "tableUnavailable": 400, "timeout": 400,
+    "accessDenied": 403,
+    "backendError": 500,
+    "badRequest": 400,
+    "billingNotEnabled": 403,
+    "billingTierLimitExceeded": 400,
+    "blocked": 403,
+    "bytesBilledLimitExceeded": 400,
+    "duplicate": 409,
+    "internalError": 500,
+    "invalid": 400,
+    "invalidQuery": 400,
+    "invalidUser": 400,
+    "jobBackendError": 400,
+    "jobInternalError": 400,
+    "notFound": 404,
+    "notImplemented": 501,
+    "quotaExceeded": 403,
+    "rateLimitExceeded": 403,
+    "resourceInUse": 400,
+    "resourcesExceeded": 400,
+    "responseTooLarge": 403,
+    "stopped": 200,
+    "tableUnavailable": 400,
+    "timeout": 400,
 }
-_STATUS_NAME = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-                409: "ALREADY_EXISTS", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
-                501: "UNIMPLEMENTED", 503: "UNAVAILABLE"}
+_STATUS_NAME = {
+    400: "INVALID_ARGUMENT",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+}
 
 
 @dataclass(frozen=True)
@@ -453,7 +503,9 @@ class ScriptedError:
         """The job-level errorResult this error becomes when injected at="result"."""
         first = (self.body.get("error", {}).get("errors") or [{}])[0]
         return {k: v for k, v in first.items() if k in ("reason", "message", "location")} or {
-            "reason": "backendError", "message": self.body.get("error", {}).get("message", "")}
+            "reason": "backendError",
+            "message": self.body.get("error", {}).get("message", ""),
+        }
 
 
 def bigquery_error(status: int, reason: str, message: str, *, location: str | None = None) -> ScriptedError:
@@ -462,8 +514,17 @@ def bigquery_error(status: int, reason: str, message: str, *, location: str | No
     if location:
         detail["location"] = location
         detail["locationType"] = "other"
-    return ScriptedError(status, {"error": {"code": status, "message": message, "errors": [detail],
-                                            "status": _STATUS_NAME.get(status, "UNKNOWN")}})
+    return ScriptedError(
+        status,
+        {
+            "error": {
+                "code": status,
+                "message": message,
+                "errors": [detail],
+                "status": _STATUS_NAME.get(status, "UNKNOWN"),
+            }
+        },
+    )
 
 
 def concurrent_update_error(table: str = f"{PROJECT}:dataset.table") -> ScriptedError:
@@ -471,8 +532,10 @@ def concurrent_update_error(table: str = f"{PROJECT}:dataset.table") -> Scripted
     return bigquery_error(400, "invalidQuery", f"Could not serialize access to table {table} due to concurrent update")
 
 
-def rate_limit_error(message: str = "Exceeded rate limits: too many table update operations for this table. "
-                                    "For more information, see https://cloud.google.com/bigquery/docs/troubleshoot-quotas") -> ScriptedError:
+def rate_limit_error(
+    message: str = "Exceeded rate limits: too many table update operations for this table. "
+    "For more information, see https://cloud.google.com/bigquery/docs/troubleshoot-quotas",
+) -> ScriptedError:
     return bigquery_error(403, "rateLimitExceeded", message)
 
 
@@ -504,6 +567,7 @@ Matcher = Callable[[RecordedRequest], bool]
 def query_job(prefix: str | None = None, *, contains: str | None = None) -> Matcher:
     """Matches a query job's creation (jobs.insert or jobs.query) whose SQL starts with prefix
     (case-insensitive, leading whitespace ignored) and contains `contains`."""
+
     def match(req: RecordedRequest) -> bool:
         sql = req.sql
         if sql is None or (req.job_configuration or {}).get("dryRun"):
@@ -511,16 +575,19 @@ def query_job(prefix: str | None = None, *, contains: str | None = None) -> Matc
         if prefix is not None and not sql.lstrip().upper().startswith(prefix.upper()):
             return False
         return contains is None or contains in sql
+
     return match
 
 
 def load_job() -> Matcher:
     """Matches a load job's creation: a multipart upload, a resumable upload's start, or a
     jobs.insert with configuration.load."""
+
     def match(req: RecordedRequest) -> bool:
         if req.upload_type in ("multipart", "resumable") and req.method == "POST":
             return True
         return "load" in (req.job_configuration or {}) and not req.is_jobs_query
+
     return match
 
 
@@ -547,8 +614,16 @@ class Fault:
 # The proxy
 # ----------------------------------------------------------------------------------------------
 
-_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "accept-encoding",
-        "proxy-connection", "te", "upgrade"}
+_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "accept-encoding",
+    "proxy-connection",
+    "te",
+    "upgrade",
+}
 _DATASET_PATH = re.compile(r"^/bigquery/v2/projects/([^/]+)/datasets/([^/]+)(/.*)?$")
 _TABLES_LIST = re.compile(r"^/bigquery/v2/projects/([^/]+)/datasets/([^/]+)/tables$")
 _TABLE_PATH = re.compile(r"^/bigquery/v2/projects/([^/]+)/datasets/([^/]+)/tables/([^/]+)$")
@@ -558,10 +633,14 @@ _UPLOAD = re.compile(r"^/upload/bigquery/v2/projects/([^/]+)/jobs$")
 _ACCESS_DENIED_TABLE = re.compile(r"Table ([^:\s]+):([^.\s]+)\.")
 _TABLE_REF = r"`?([A-Za-z0-9_.\-]+)`?(?:\.`?([A-Za-z0-9_\-]+)`?)?(?:\.`?([A-Za-z0-9_\-]+)`?)?"
 _ALTER_ADD = re.compile(r"^\s*ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?" + _TABLE_REF + r"\s+ADD\s+COLUMN\b", re.I | re.S)
-_CREATE_TABLE = re.compile(r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?" + _TABLE_REF, re.I | re.S)
+_CREATE_TABLE = re.compile(
+    r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?" + _TABLE_REF, re.I | re.S
+)
 _PARTITION_BY = re.compile(
     r"\bPARTITION\s+BY\s+(?:(?:DATE|DATETIME_TRUNC|TIMESTAMP_TRUNC|DATE_TRUNC)\s*\(\s*`?(\w+)`?\s*(?:,\s*(\w+)\s*)?\)"
-    r"|`?(\w+)\b`?(?!\s*\())", re.I)
+    r"|`?(\w+)\b`?(?!\s*\())",
+    re.I,
+)
 _CLUSTER_BY = re.compile(r"\bCLUSTER\s+BY\s+((?:`?\w+`?\s*,\s*)*`?\w+`?)", re.I)
 
 
@@ -590,8 +669,11 @@ def _normalize_message(message: str) -> str:
     message = re.sub(r"^Not found: dataset:([^.\s]+)\.(\S+)$", r"Not found: Dataset \1:\2", message)
     message = re.sub(r"^Not found: table:([^.\s]+)\.([^.\s]+)\.(\S+)$", r"Not found: Table \1:\2.\3", message)
     message = re.sub(r"^Not found: job:([^.\s]+)\.(\S+)$", rf"Not found: Job \1:{LOCATION}.\2", message)
-    message = re.sub(r"Not found: Table ([A-Za-z0-9_\-]+)\.([A-Za-z0-9_]+)\.([A-Za-z0-9_]+) was not found",
-                     r"Not found: Table \1:\2.\3 was not found", message)
+    message = re.sub(
+        r"Not found: Table ([A-Za-z0-9_\-]+)\.([A-Za-z0-9_]+)\.([A-Za-z0-9_]+) was not found",
+        r"Not found: Table \1:\2.\3 was not found",
+        message,
+    )
     return message
 
 
@@ -607,7 +689,9 @@ class BigQueryProxy:
         self._faults: list[Fault] = []
         self._lock = threading.RLock()
         self._alias: dict[str, str] = {}  # caller's job id -> emulator's job id (uploads)
-        self._uploads: dict[str, tuple[str | None, dict]] = {}  # resumable upload_id -> (caller's job id, configuration)
+        self._uploads: dict[
+            str, tuple[str | None, dict]
+        ] = {}  # resumable upload_id -> (caller's job id, configuration)
         self._known_jobs: set[tuple[str, str]] = set()
         self._reverse_alias: dict[str, str] = {}  # emulator's job id -> caller's
         self._synthetic: dict[tuple[str, str], _SyntheticJob] = {}
@@ -618,7 +702,7 @@ class BigQueryProxy:
 
     # -- lifecycle --
 
-    def start(self) -> "BigQueryProxy":
+    def start(self) -> BigQueryProxy:
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -649,7 +733,7 @@ class BigQueryProxy:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "BigQueryProxy":
+    def __enter__(self) -> BigQueryProxy:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -657,8 +741,16 @@ class BigQueryProxy:
 
     # -- test API --
 
-    def fail_next(self, matcher: Matcher, status: int | ScriptedError, body: dict | None = None, *,
-                  at: str = "request", times: int = 1, forward: bool = False) -> Fault:
+    def fail_next(
+        self,
+        matcher: Matcher,
+        status: int | ScriptedError,
+        body: dict | None = None,
+        *,
+        at: str = "request",
+        times: int = 1,
+        forward: bool = False,
+    ) -> Fault:
         """Answer the next `times` requests matching `matcher` with a scripted error.
 
         status/body: a ScriptedError (concurrent_update_error(), rate_limit_error(), backend_error())
@@ -671,9 +763,21 @@ class BigQueryProxy:
             raise ValueError("at must be 'request' or 'result'")
         if at == "result" and forward:
             raise ValueError("at='result' never runs the job; forward applies to at='request'")
-        error = status if isinstance(status, ScriptedError) else ScriptedError(status, body or {
-            "error": {"code": status, "message": "scripted error", "errors": [
-                {"domain": "global", "reason": "backendError", "message": "scripted error"}]}})
+        error = (
+            status
+            if isinstance(status, ScriptedError)
+            else ScriptedError(
+                status,
+                body
+                or {
+                    "error": {
+                        "code": status,
+                        "message": "scripted error",
+                        "errors": [{"domain": "global", "reason": "backendError", "message": "scripted error"}],
+                    }
+                },
+            )
+        )
         fault = Fault(matcher, error, at, times, forward)
         with self._lock:
             self._faults.append(fault)
@@ -704,8 +808,9 @@ class BigQueryProxy:
 
     # -- upstream --
 
-    def _upstream(self, method: str, path: str, body: bytes | None = None,
-                  headers: dict | None = None) -> tuple[int, dict, bytes]:
+    def _upstream(
+        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+    ) -> tuple[int, dict, bytes]:
         conn = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=600)
         try:
             hdrs = dict(headers or {})
@@ -730,8 +835,9 @@ class BigQueryProxy:
         return status == 200
 
     def _run_sql(self, project: str, sql: str) -> dict | None:
-        status, body = self._upstream_json("POST", f"/bigquery/v2/projects/{project}/queries",
-                                           {"query": sql, "useLegacySql": False})
+        status, body = self._upstream_json(
+            "POST", f"/bigquery/v2/projects/{project}/queries", {"query": sql, "useLegacySql": False}
+        )
         if status != 200 or not body or body.get("errors"):
             self.errors.append(f"sync SQL failed: {sql}: {body}")
             return None
@@ -759,8 +865,13 @@ class BigQueryProxy:
         else:
             length = int(h.headers.get("Content-Length") or 0)
             body = h.rfile.read(length) if length else b""
-        req = RecordedRequest(h.command, url.path, parse_qs(url.query, keep_blank_values=True),
-                              {k.lower(): v for k, v in h.headers.items()}, body)
+        req = RecordedRequest(
+            h.command,
+            url.path,
+            parse_qs(url.query, keep_blank_values=True),
+            {k.lower(): v for k, v in h.headers.items()},
+            body,
+        )
         with self._lock:
             self.requests.append(req)
         try:
@@ -828,8 +939,9 @@ class BigQueryProxy:
         if client_job_id:
             project = (req.job_resource.get("jobReference") or {}).get("projectId") or _path_project(req.path)
             if (project, client_job_id) in self._known_jobs:
-                return _error_response(bigquery_error(
-                    409, "duplicate", f"Already Exists: Job {project}:{LOCATION}.{client_job_id}"))
+                return _error_response(
+                    bigquery_error(409, "duplicate", f"Already Exists: Job {project}:{LOCATION}.{client_job_id}")
+                )
 
         status, resp_headers, payload = self._forward(req, host, raw_query)
         if fault is not None:  # forward=True: the work was done, the answer is lost
@@ -877,7 +989,8 @@ class BigQueryProxy:
         if not self._dataset_exists(project, dest.get("datasetId", "")):
             return None
         status, table = self._upstream_json(
-            "GET", f"/bigquery/v2/projects/{project}/datasets/{dest.get('datasetId')}/tables/{dest['tableId']}")
+            "GET", f"/bigquery/v2/projects/{project}/datasets/{dest.get('datasetId')}/tables/{dest['tableId']}"
+        )
         if status != 200:
             return None
         # numRows follows loads only, not DML: count.
@@ -886,8 +999,9 @@ class BigQueryProxy:
 
     # -- jobs the proxy makes up: at="result" faults and stalled jobs --
 
-    def _accept_synthetic_job(self, req: RecordedRequest, fault: Fault, host: str,
-                              raw_query: str) -> tuple[int, dict, bytes]:
+    def _accept_synthetic_job(
+        self, req: RecordedRequest, fault: Fault, host: str, raw_query: str
+    ) -> tuple[int, dict, bytes]:
         project = _path_project(req.path)
         stall = fault.at == "stall"
         if req.upload_type == "resumable":
@@ -897,35 +1011,46 @@ class BigQueryProxy:
             resource = dict(req.job_resource or {})
             job_id = (resource.get("jobReference") or {}).get("jobId") or f"bqemu_fault_{uuid.uuid4().hex[:12]}"
             self._synthetic_uploads[upload_id] = (project, job_id, resource, fault.error)
-            location = (f"http://{host}/upload/bigquery/v2/projects/{project}/jobs"
-                        f"?{urlencode({'uploadType': 'resumable', 'upload_id': upload_id})}")
+            location = (
+                f"http://{host}/upload/bigquery/v2/projects/{project}/jobs"
+                f"?{urlencode({'uploadType': 'resumable', 'upload_id': upload_id})}"
+            )
             return 200, {"Location": location, "X-GUploader-UploadID": upload_id, "Content-Type": "text/plain"}, b""
         if req.is_jobs_query:
             cfg = req.json()
             job_id = f"bqemu_fault_{uuid.uuid4().hex[:12]}"
-            configuration = {"query": {k: v for k, v in cfg.items() if k not in ("requestId", "maxResults", "timeoutMs")}}
+            configuration = {
+                "query": {k: v for k, v in cfg.items() if k not in ("requestId", "maxResults", "timeoutMs")}
+            }
             if "dryRun" in cfg:
                 configuration["dryRun"] = cfg["dryRun"]
         else:
             resource = req.job_resource or {}
             job_id = (resource.get("jobReference") or {}).get("jobId") or f"bqemu_fault_{uuid.uuid4().hex[:12]}"
             configuration = resource.get("configuration", {})
-        entry = self._make_synthetic_job(project, job_id, configuration, None if stall else fault.error,
-                                         str(int(time.time() * 1000)))
+        entry = self._make_synthetic_job(
+            project, job_id, configuration, None if stall else fault.error, str(int(time.time() * 1000))
+        )
         if stall:
             entry.polls_left = fault.polls
             entry.original = (req, host, raw_query)
         if req.is_jobs_query:
-            return _json_response(200, {"kind": "bigquery#queryResponse", "jobReference": entry.job["jobReference"],
-                                        "jobComplete": False})
+            return _json_response(
+                200, {"kind": "bigquery#queryResponse", "jobReference": entry.job["jobReference"], "jobComplete": False}
+            )
         return _json_response(200, entry.job)
 
-    def _make_synthetic_job(self, project: str, job_id: str, configuration: dict, error: ScriptedError | None,
-                            now: str) -> "_SyntheticJob":
-        job = {"kind": "bigquery#job", "id": f"{project}:{LOCATION}.{job_id}",
-               "jobReference": {"projectId": project, "jobId": job_id, "location": LOCATION},
-               "configuration": configuration, "status": {"state": "RUNNING"},
-               "statistics": {"creationTime": now, "startTime": now}}
+    def _make_synthetic_job(
+        self, project: str, job_id: str, configuration: dict, error: ScriptedError | None, now: str
+    ) -> _SyntheticJob:
+        job = {
+            "kind": "bigquery#job",
+            "id": f"{project}:{LOCATION}.{job_id}",
+            "jobReference": {"projectId": project, "jobId": job_id, "location": LOCATION},
+            "configuration": configuration,
+            "status": {"state": "RUNNING"},
+            "statistics": {"creationTime": now, "startTime": now},
+        }
         entry = _SyntheticJob(project, job_id, job, error)
         with self._lock:
             self._synthetic[(project, job_id)] = entry
@@ -933,14 +1058,14 @@ class BigQueryProxy:
         return entry
 
     @staticmethod
-    def _done_synthetic(entry: "_SyntheticJob") -> dict:
+    def _done_synthetic(entry: _SyntheticJob) -> dict:
         done = json.loads(json.dumps(entry.job))
         result = entry.error.error_result
         done["status"] = {"state": "DONE", "errorResult": result, "errors": [result]}
         done["statistics"]["endTime"] = str(int(time.time() * 1000))
         return done
 
-    def _answer_synthetic(self, req: RecordedRequest, entry: "_SyntheticJob", kind: str, suffix: str | None):
+    def _answer_synthetic(self, req: RecordedRequest, entry: _SyntheticJob, kind: str, suffix: str | None):
         with self._lock:
             if suffix == "/cancel" and entry.error is None:  # a stalled job stops, never having run
                 entry.error = STOPPED
@@ -956,8 +1081,14 @@ class BigQueryProxy:
         if stalled and kind == "queries":  # getQueryResults waits for the job; answers not done yet
             wait_ms = int((req.query.get("timeoutMs") or ["200"])[0])
             time.sleep(min(wait_ms, 200) / 1000)
-            return _json_response(200, {"kind": "bigquery#getQueryResultsResponse",
-                                        "jobReference": entry.job["jobReference"], "jobComplete": False})
+            return _json_response(
+                200,
+                {
+                    "kind": "bigquery#getQueryResultsResponse",
+                    "jobReference": entry.job["jobReference"],
+                    "jobComplete": False,
+                },
+            )
         if stalled:
             return _json_response(200, entry.job)
         if kind == "queries":  # getQueryResults of a failed job: BigQuery answers the job's error
@@ -967,7 +1098,7 @@ class BigQueryProxy:
             return _json_response(200, {"kind": "bigquery#jobCancelResponse", "job": done})
         return _json_response(200, done)
 
-    def _release(self, entry: "_SyntheticJob") -> tuple[int, dict, bytes]:
+    def _release(self, entry: _SyntheticJob) -> tuple[int, dict, bytes]:
         """A stalled job's polls are over: run its creation request for real; answer jobs.get."""
         req, host, raw_query = entry.original
         status, headers, payload = self._forward(req, host, raw_query)
@@ -985,9 +1116,15 @@ class BigQueryProxy:
             self._alias[entry.job_id] = real_id
             self._reverse_alias[real_id] = entry.job_id
         jstatus, jheaders, jpayload = self._upstream(
-            "GET", f"/bigquery/v2/projects/{entry.project}/jobs/{quote(real_id)}")
-        return self._fix_response(RecordedRequest("GET", f"/bigquery/v2/projects/{entry.project}/jobs/{real_id}",
-                                                  {}, {}, b""), jstatus, jheaders, jpayload, None)
+            "GET", f"/bigquery/v2/projects/{entry.project}/jobs/{quote(real_id)}"
+        )
+        return self._fix_response(
+            RecordedRequest("GET", f"/bigquery/v2/projects/{entry.project}/jobs/{real_id}", {}, {}, b""),
+            jstatus,
+            jheaders,
+            jpayload,
+            None,
+        )
 
     def _answer_synthetic_upload(self, req: RecordedRequest, upload_id: str):
         project, job_id, resource, error = self._synthetic_uploads[upload_id]
@@ -999,8 +1136,9 @@ class BigQueryProxy:
         if not final:
             return 308, {"Range": f"bytes=0-{m.group(2)}"} if m else {}, b""
         del self._synthetic_uploads[upload_id]
-        entry = self._make_synthetic_job(project, job_id, resource.get("configuration", {}), error,
-                                         str(int(time.time() * 1000)))
+        entry = self._make_synthetic_job(
+            project, job_id, resource.get("configuration", {}), error, str(int(time.time() * 1000))
+        )
         return _json_response(200, entry.job)
 
     # -- request rewriting --
@@ -1024,8 +1162,15 @@ class BigQueryProxy:
 
     # -- response rewriting --
 
-    def _fix_response(self, req: RecordedRequest, status: int, headers: dict, payload: bytes,
-                      client_job_id: str | None, rows_before: int | None = None) -> tuple[int, dict, bytes]:
+    def _fix_response(
+        self,
+        req: RecordedRequest,
+        status: int,
+        headers: dict,
+        payload: bytes,
+        client_job_id: str | None,
+        rows_before: int | None = None,
+    ) -> tuple[int, dict, bytes]:
         is_json = "json" in headers.get("content-type", headers.get("Content-Type", "")).lower()
         body = None
         if is_json and payload:
@@ -1118,8 +1263,14 @@ class BigQueryProxy:
                     self._known_jobs.add((ref.get("projectId", self.project), ref["jobId"]))
 
         # jobs.query of a failed statement: BigQuery answers an error status.
-        if req.is_jobs_query and status == 200 and isinstance(body, dict) and body.get("errors") \
-                and body.get("jobComplete") and not body.get("rows"):
+        if (
+            req.is_jobs_query
+            and status == 200
+            and isinstance(body, dict)
+            and body.get("errors")
+            and body.get("jobComplete")
+            and not body.get("rows")
+        ):
             first = body["errors"][0]
             return self._error_from_result(first)
 
@@ -1191,8 +1342,9 @@ class BigQueryProxy:
         status = REASON_STATUS.get(reason, 400)
         if status == 200:
             status = 400
-        return _error_response(bigquery_error(status, reason, error_result.get("message", ""),
-                                              location=error_result.get("location")))
+        return _error_response(
+            bigquery_error(status, reason, error_result.get("message", ""), location=error_result.get("location"))
+        )
 
     def _fix_job_errors(self, job_status: dict) -> bool:
         changed = False
@@ -1225,7 +1377,8 @@ class BigQueryProxy:
         sql = req.sql
         if sql is not None and isinstance(body, dict) and not (req.job_configuration or {}).get("dryRun"):
             done_ok = (body.get("kind") == "bigquery#queryResponse" and not body.get("errors")) or (
-                (body.get("status") or {}).get("state") == "DONE" and not (body.get("status") or {}).get("errorResult"))
+                (body.get("status") or {}).get("state") == "DONE" and not (body.get("status") or {}).get("errorResult")
+            )
             if done_ok and ";" not in sql.strip().rstrip(";"):
                 project = req.path.split("/projects/")[1].split("/")[0]
                 self._sync_ddl(project, sql)
@@ -1255,7 +1408,7 @@ class BigQueryProxy:
             return
         patch: dict = {}
         # PARTITION BY / CLUSTER BY sit after the column list (and before AS SELECT / OPTIONS).
-        tail = sql[m.end():]
+        tail = sql[m.end() :]
         depth, cut = 0, 0
         for i, ch in enumerate(tail):  # skip the parenthesised column list
             if ch == "(":
@@ -1302,8 +1455,11 @@ class BigQueryProxy:
             return
         for f in added:
             f.setdefault("mode", "NULLABLE")
-        status, body = self._upstream_json("PATCH", f"/bigquery/v2/projects/{project}/datasets/{dataset}/tables/{table}",
-                                           {"schema": {"fields": fields + added}})
+        status, body = self._upstream_json(
+            "PATCH",
+            f"/bigquery/v2/projects/{project}/datasets/{dataset}/tables/{table}",
+            {"schema": {"fields": fields + added}},
+        )
         if status != 200:
             self.errors.append(f"ALTER TABLE metadata sync of {project}.{dataset}.{table} failed: {status} {body}")
 
@@ -1362,8 +1518,9 @@ def make_client(endpoint: str, project: str = PROJECT, *, token: str | None = No
         from google.oauth2.credentials import Credentials
 
         credentials = Credentials(token=token)  # no refresh token: used as is, never refreshed
-    return bigquery.Client(project=project, credentials=credentials, location=location,
-                           client_options=ClientOptions(api_endpoint=endpoint))
+    return bigquery.Client(
+        project=project, credentials=credentials, location=location, client_options=ClientOptions(api_endpoint=endpoint)
+    )
 
 
 def create_dataset(client, dataset_id: str, project: str | None = None):
@@ -1472,7 +1629,8 @@ def bq(bigquery_emulator: BigQueryEmulator, request) -> Iterator[BigQueryTestEnv
     proxy_errors = list(bigquery_emulator.proxy.errors)
     bigquery_emulator.proxy.clear()
     status, _ = bigquery_emulator.proxy._upstream(
-        "DELETE", f"/bigquery/v2/projects/{env.project}/datasets/{dataset}?deleteContents=true")[:2]
+        "DELETE", f"/bigquery/v2/projects/{env.project}/datasets/{dataset}?deleteContents=true"
+    )[:2]
     assert status in (200, 204, 404), f"could not delete test dataset {dataset}: {status}"
     assert not proxy_errors, "the BigQuery proxy failed:\n" + "\n".join(proxy_errors)
 

@@ -46,7 +46,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
@@ -248,7 +248,7 @@ class DuneStandIn:
             return None
         if dune_type == "timestamp":
             moment = datetime.fromisoformat(str(value))
-            return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+            return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
         return value
 
     # -- the server --------------------------------------------------------------------------------

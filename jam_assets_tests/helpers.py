@@ -32,7 +32,9 @@ def sample_json(msg_type: str) -> dict:
     return orjson.loads(sample_line(msg_type))
 
 
-def derive(data: bytes, minute_file: str = "2025/04/23/0600", aliases=None) -> tuple[dict[str, list[dict]], MinuteFileSummary]:
+def derive(
+    data: bytes, minute_file: str = "2025/04/23/0600", aliases=None
+) -> tuple[dict[str, list[dict]], MinuteFileSummary]:
     sink = ListSink()
     summary = transform_stream(io.BytesIO(data), minute_file, sink, aliases)
     return sink.rows, summary

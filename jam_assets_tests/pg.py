@@ -44,11 +44,24 @@ def postgres_server():
         os.chown(pwfile, pwd.getpwnam("postgres").pw_uid, -1)
     run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True)
     run(_bin("initdb"), "-D", str(data), "-U", "jam", "--pwfile", str(pwfile), "-A", "md5")
-    run(_bin("pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60", "-o",
-        f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")
+    run(
+        _bin("pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(root / "log"),
+        "-w",
+        "-t",
+        "60",
+        "-o",
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1",
+        "start",
+    )
     try:
         env = {**os.environ, "PGPASSWORD": "jam"}
-        subprocess.run([_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "jam", "dagster"], check=True, env=env)
+        subprocess.run(
+            [_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "jam", "dagster"], check=True, env=env
+        )
         yield {"host": "127.0.0.1", "port": port, "db": "dagster", "user": "jam", "password": "jam"}
     finally:
         subprocess.run([*as_user, _bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)

@@ -52,21 +52,27 @@ def test_a_failed_run_is_posted_to_the_webhook(settings, resources, webhook, mon
     down = {**resources, "table_io_manager": Down(settings=settings, warehouse=resources["table_io_manager"].warehouse)}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(minute_files.name, [KEY])
-        result = dg.materialize([minute_file_tables], instance=instance, resources=down, partition_key=KEY,
-                                raise_on_error=False)
+        result = dg.materialize(
+            [minute_file_tables], instance=instance, resources=down, partition_key=KEY, raise_on_error=False
+        )
         assert not result.success
         run = instance.get_run_by_id(result.run_id)
         failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
         context = dg.build_run_status_sensor_context(
-            sensor_name="alert_on_run_failure", dagster_event=failure, dagster_instance=instance, dagster_run=run,
+            sensor_name="alert_on_run_failure",
+            dagster_event=failure,
+            dagster_instance=instance,
+            dagster_run=run,
             resources={"alerts": AlertWebhook(url=dg.EnvVar("JAM_ALERT_WEBHOOK"))},
         ).for_run_failure()
         alert_on_run_failure(context)
     ((path, body),) = received
     assert path == "/hooks/T0KEN-s3cret"
     assert body["run_id"] == result.run_id and body["minute_files"] == KEY
-    assert body["text"] == (f"jam-etl: run {result.run_id[:8]} of __ephemeral_asset_job__ failed for {KEY}: "
-                            "BigQuery p.d.blocks: 503 Service Unavailable")
+    assert body["text"] == (
+        f"jam-etl: run {result.run_id[:8]} of __ephemeral_asset_job__ failed for {KEY}: "
+        "BigQuery p.d.blocks: 503 Service Unavailable"
+    )
     assert "T0KEN" not in caplog.text
 
 

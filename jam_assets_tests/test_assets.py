@@ -2,6 +2,7 @@
 
 import hashlib
 import shutil
+from datetime import UTC
 
 import dagster as dg
 import duckdb
@@ -23,9 +24,10 @@ KEYS = ["2025/04/23/0600", "2025/04/23/0601", "2025/04/23/0602"]
 @pytest.fixture
 def logs(settings):
     gen = Generator(TINY, seed=11)
-    from datetime import datetime, timezone
+    from datetime import datetime
+
     for key in KEYS:
-        gen.write_minute(settings.log_root, datetime.strptime(key, "%Y/%m/%d/%H%M").replace(tzinfo=timezone.utc))
+        gen.write_minute(settings.log_root, datetime.strptime(key, "%Y/%m/%d/%H%M").replace(tzinfo=UTC))
     # One of each reconstructed type and a bad line in the first minute.
     extra = b"".join(sample_line(t) + b"\n" for t in ("131", "141", "133", "135", "143")) + b"{broken\n"
     with (settings.log_root / f"{KEYS[0]}.log").open("ab") as f:
@@ -45,8 +47,11 @@ def run(instance, resources, **kwargs):
 
 
 def raw_log_events(result):
-    return {e.partition: {k: v.value for k, v in e.materialization.metadata.items()}
-            for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("raw_log")}
+    return {
+        e.partition: {k: v.value for k, v in e.materialization.metadata.items()}
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey("raw_log")
+    }
 
 
 def test_one_partition_then_a_range_in_one_run(settings, resources, logs):
@@ -79,23 +84,41 @@ def test_one_partition_then_a_range_in_one_run(settings, resources, logs):
         for key in KEYS:
             data = (logs / f"{key}.log").read_bytes()
             assert (raw[key]["bytes"], raw[key]["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
-        rows = {(e.asset_key.path[-1], e.partition): e.materialization.metadata["rows"].value
-                for e in ranged.get_asset_materialization_events() if e.asset_key.path[-1] != "raw_log"}
+        rows = {
+            (e.asset_key.path[-1], e.partition): e.materialization.metadata["rows"].value
+            for e in ranged.get_asset_materialization_events()
+            if e.asset_key.path[-1] != "raw_log"
+        }
         assert [rows["rejected_lines", k] for k in KEYS] == [1, 0, 0]
         assert [rows["tickets", k] for k in KEYS] == [1, 0, 0]
         assert len(rows) == 12 * len(KEYS)
         checks = ranged.get_asset_check_evaluations()
         assert len(checks) == 36 and all(c.passed for c in checks if c.check_name != "time_in_window")
-        assert {c.asset_key.path[-1] for c in checks if not c.passed} == {"tickets", "workpackages", "segments", "services", "assurances"}
+        assert {c.asset_key.path[-1] for c in checks if not c.passed} == {
+            "tickets",
+            "workpackages",
+            "segments",
+            "services",
+            "assurances",
+        }
         for key in KEYS:
             blocks = read_jsonl(export / "blocks" / f"{key}.jsonl")
             assert len(blocks) == 10 and {b["minute_file"] for b in blocks} == {key}
-        assert duck(settings, "SELECT minute_file, count(*) FROM blocks GROUP BY 1 ORDER BY 1") == [(k, 10) for k in KEYS]
+        assert duck(settings, "SELECT minute_file, count(*) FROM blocks GROUP BY 1 ORDER BY 1") == [
+            (k, 10) for k in KEYS
+        ]
         assert duck(settings, "SELECT count(*) FROM validatorstatistics") == [(180,)]
         assert duck(settings, "SELECT count(*), min(line_no) FROM rejected_lines") == [(1, rejected["line_no"])]
         # Types in the warehouse come from schema/, not from inference.
-        types = dict(duck(settings, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'blocks'"))
-        assert (types["time"], types["slot"], types["elapsed"], types["parent"]) == ("TIMESTAMP", "BIGINT", "BIGINT", "VARCHAR")
+        types = dict(
+            duck(settings, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'blocks'")
+        )
+        assert (types["time"], types["slot"], types["elapsed"], types["parent"]) == (
+            "TIMESTAMP",
+            "BIGINT",
+            "BIGINT",
+            "VARCHAR",
+        )
         assert duck(settings, "SELECT count(*) FROM blocks WHERE team = 'Jam-Duna'")[0][0] > 0
 
 
@@ -131,7 +154,10 @@ def test_subset_materializes_only_the_selected_table(settings, resources, logs):
         instance.add_dynamic_partitions(minute_files.name, KEYS)
         result = run(instance, resources, partition_key=KEYS[0], selection=["tickets"])
         assert {e.asset_key.path[-1] for e in result.get_asset_materialization_events()} == {"tickets"}
-        assert sorted(p.name for p in settings.export_root.iterdir() if not p.name.startswith(".")) == ["jam.duckdb", "tickets"]
+        assert sorted(p.name for p in settings.export_root.iterdir() if not p.name.startswith(".")) == [
+            "jam.duckdb",
+            "tickets",
+        ]
 
 
 def test_a_vanished_file_leaves_its_outputs_alone(settings, resources, logs):

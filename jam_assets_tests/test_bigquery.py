@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import orjson
@@ -40,9 +40,13 @@ KEYS = ["2025/04/23/0600", "2025/04/23/0601"]
 def production(bq_dataset, settings, monkeypatch):
     """Production resources as an operator configures them, pointed at the emulator."""
     for name, value in {
-        "DAGSTER_DEPLOYMENT": "production", "JAM_LOG_DIR": settings.log_dir, "JAM_EXPORT_DIR": settings.export_dir,
-        "JAM_BQ_PROJECT": bq_dataset.project, "JAM_BQ_DATASET": bq_dataset.dataset,
-        "JAM_BQ_API_ENDPOINT": bq_dataset.emulator.url, "JAM_BQ_ANONYMOUS": "1",
+        "DAGSTER_DEPLOYMENT": "production",
+        "JAM_LOG_DIR": settings.log_dir,
+        "JAM_EXPORT_DIR": settings.export_dir,
+        "JAM_BQ_PROJECT": bq_dataset.project,
+        "JAM_BQ_DATASET": bq_dataset.dataset,
+        "JAM_BQ_API_ENDPOINT": bq_dataset.emulator.url,
+        "JAM_BQ_ANONYMOUS": "1",
     }.items():
         monkeypatch.setenv(name, value)
     for name in ("JAM_BQ_CREDENTIALS_B64", "GOOGLE_APPLICATION_CREDENTIALS", "DUNE_API_KEY", "JAM_ALERT_WEBHOOK"):
@@ -61,11 +65,13 @@ def materialize(instance, resources, keys, **kwargs):
     instance.add_dynamic_partitions(minute_files.name, [k for k in keys if k not in registered])
     tags = range_tags(keys[0], keys[-1]) if len(keys) > 1 else {}
     partition = {"partition_key": keys[0]} if len(keys) == 1 else {}
-    return dg.materialize([minute_file_tables], instance=instance, resources=resources, tags=tags, **partition, **kwargs)
+    return dg.materialize(
+        [minute_file_tables], instance=instance, resources=resources, tags=tags, **partition, **kwargs
+    )
 
 
 def block_lines(key: str, n: int, team: str = "JAMDUNA") -> list[bytes]:
-    when = datetime.strptime(key, "%Y/%m/%d/%H%M").replace(tzinfo=timezone.utc)
+    when = datetime.strptime(key, "%Y/%m/%d/%H%M").replace(tzinfo=UTC)
     lines = []
     for i in range(n):
         line = sample_json("128")
@@ -94,7 +100,9 @@ def stored(client, dataset_id: str, table: str) -> list[dict]:
     for row in rows:
         item = {}
         for name, value in row.items():
-            item[name] = value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if isinstance(value, datetime) else value
+            item[name] = (
+                value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if isinstance(value, datetime) else value
+            )
         out.append(item)
     return out
 
@@ -109,7 +117,7 @@ def test_a_production_run_lands_every_table_exactly_as_in_the_exports(settings, 
     # The bundled samples' line mix in two minute files, with every msg_type and a rejected line.
     gen = Generator(TINY, seed=5)
     for key in KEYS:
-        gen.write_minute(settings.log_root, datetime.strptime(key, "%Y/%m/%d/%H%M").replace(tzinfo=timezone.utc))
+        gen.write_minute(settings.log_root, datetime.strptime(key, "%Y/%m/%d/%H%M").replace(tzinfo=UTC))
     with (settings.log_root / f"{KEYS[0]}.log").open("ab") as f:
         f.write(b"".join(sample_line(t) + b"\n" for t in ("131", "141", "133", "135", "143", "142", "255")) + b"{cut\n")
     result = materialize(instance, production, KEYS)
@@ -119,13 +127,19 @@ def test_a_production_run_lands_every_table_exactly_as_in_the_exports(settings, 
         t = bq_dataset.client.get_table(bq_dataset.table_id(table))
         assert (t.time_partitioning.type_, t.time_partitioning.field) == ("DAY", "minute_start")
         assert t.clustering_fields == ["minute_start", "reason" if table == schema.REJECTED else "team"]
-        assert [(f.name, f.field_type, f.mode) for f in t.schema] == [(c.name, c.type, c.mode) for c in schema.columns(table)]
+        assert [(f.name, f.field_type, f.mode) for f in t.schema] == [
+            (c.name, c.type, c.mode) for c in schema.columns(table)
+        ]
     # Every statement that changes a destination table is pruned to the run's minutes, in both branches.
     statements = [r.sql for r in bq_dataset.proxy.queries() if r.sql.startswith(("MERGE", "DELETE"))]
     assert statements and all(
         s.count("minute_start >= @first_minute AND ") == (2 if s.startswith("MERGE") else 1) for s in statements
     )
-    assert all(f"INSERT (`minute_file`, `minute_start`" in s and "INSERT ROW" not in s for s in statements if s.startswith("MERGE"))
+    assert all(
+        "INSERT (`minute_file`, `minute_start`" in s and "INSERT ROW" not in s
+        for s in statements
+        if s.startswith("MERGE")
+    )
     blocks = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "blocks")
     meta = {k: v.value for k, v in blocks.materialization.metadata.items()}
     write = meta["warehouse_write"]
@@ -142,7 +156,8 @@ def test_rows_per_minute_follow_the_file_through_3_1_0_and_4_rows(settings, prod
         write_minute(settings.log_root, KEY, block_lines(KEY, n) or [b'{"not": "a block"}'])
         assert materialize(instance, production, [KEY]).success
         rows = bq_dataset.client.query(
-            f"SELECT minute_file, count(*) n FROM `{bq_dataset.dataset_id}.blocks` GROUP BY 1").result()
+            f"SELECT minute_file, count(*) n FROM `{bq_dataset.dataset_id}.blocks` GROUP BY 1"
+        ).result()
         counts.append({r.minute_file: r.n for r in rows})
         assert len(read_jsonl(settings.export_root / "blocks" / f"{KEY}.jsonl")) == n
     assert counts == [{KEY: 3}, {KEY: 1}, {}, {KEY: 4}]
@@ -151,7 +166,7 @@ def test_rows_per_minute_follow_the_file_through_3_1_0_and_4_rows(settings, prod
 
 
 def test_a_6_mib_minute_file_loads_through_a_resumable_upload(settings, production, instance, bq_dataset):
-    when = datetime(2025, 4, 23, 6, 0, tzinfo=timezone.utc)
+    when = datetime(2025, 4, 23, 6, 0, tzinfo=UTC)
     Generator(TINY, seed=8).write_file_of_size(settings.log_root / f"{KEY}.log", 6 * 1024 * 1024, when)
     assert materialize(instance, production, [KEY]).success
     uploads = {r.upload_type for r in bq_dataset.proxy.requests if r.upload_type}
@@ -161,9 +176,11 @@ def test_a_6_mib_minute_file_loads_through_a_resumable_upload(settings, producti
 
 def test_a_serialization_failure_on_the_first_merge_is_retried(settings, production, instance, bq_dataset):
     write_minute(settings.log_root, KEY, block_lines(KEY, 3))
-    fault = bq_dataset.proxy.fail_next(query_job("MERGE", contains=".blocks`"),
-                                       concurrent_update_error(f"{bq_dataset.project}:{bq_dataset.dataset}.blocks"),
-                                       at="result")
+    fault = bq_dataset.proxy.fail_next(
+        query_job("MERGE", contains=".blocks`"),
+        concurrent_update_error(f"{bq_dataset.project}:{bq_dataset.dataset}.blocks"),
+        at="result",
+    )
     result = materialize(instance, production, [KEY])
     assert result.success
     assert fault.exhausted
@@ -179,9 +196,16 @@ def test_two_overlapping_runs_end_with_exactly_the_exports_rows(settings, produc
     (so no shared pool keeps their MERGEs apart): BigQuery ends exactly as the exports."""
     for key in KEYS:
         write_minute(settings.log_root, key, block_lines(key, 4))
-    procs = [subprocess.Popen([sys.executable, "-m", "jam_assets.cli", "run"], cwd=PROJECT,
-                              env={**os.environ, "DAGSTER_HOME": str(tmp_path / f"home{i}")},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "jam_assets.cli", "run"],
+            cwd=PROJECT,
+            env={**os.environ, "DAGSTER_HOME": str(tmp_path / f"home{i}")},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(2)
+    ]
     outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert_bigquery_equals_exports(settings, bq_dataset)
@@ -192,7 +216,9 @@ def test_integers_beyond_2_53_arrive_exactly(settings, production, instance, bq_
     line = sample_json("13")
     line["time"] = "2025-04-23T06:00:01.5Z"
     big = 2**53 + 1
-    line["json_encoded"]["services"] = [{"id": 7, "record": {"accumulate_gas_used": big, "refinement_gas_used": 2**62 + 3}}]
+    line["json_encoded"]["services"] = [
+        {"id": 7, "record": {"accumulate_gas_used": big, "refinement_gas_used": 2**62 + 3}}
+    ]
     write_minute(settings.log_root, KEY, [orjson.dumps(line)])
     assert materialize(instance, production, [KEY]).success
     (row,) = stored(bq_dataset.client, bq_dataset.dataset_id, "servicestatistics")
@@ -203,17 +229,21 @@ def test_integers_beyond_2_53_arrive_exactly(settings, production, instance, bq_
 
 def test_a_table_made_by_bq_mk_is_refused_with_what_differs(settings, production, instance, bq_dataset):
     """`bq mk --table dataset.tickets schema/tickets.json` makes an unpartitioned table."""
-    bq_dataset.client.create_table(bigquery.Table(bq_dataset.table_id("tickets"), schema=bq_sink.schema_fields("tickets")))
+    bq_dataset.client.create_table(
+        bigquery.Table(bq_dataset.table_id("tickets"), schema=bq_sink.schema_fields("tickets"))
+    )
     write_minute(settings.log_root, KEY, block_lines(KEY, 2) + [sample_line("131")])
     result = materialize(instance, production, [KEY], raise_on_error=False)
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     message = failure.step_failure_data.error.message
     table = f"{bq_dataset.project}.{bq_dataset.dataset}.tickets"
-    assert (f"BigQuery {table}: BigQuery table {table} differs from schema/tickets.json: partitioning is none, "
-            "the pipeline needs DAY on minute_start; clustering is none, the pipeline needs minute_start, team. "
-            f"Nothing was written to it. To rebuild it as the schema says, drop it (bq rm -f -t "
-            f"{bq_dataset.project}:{bq_dataset.dataset}.tickets)") in message
+    assert (
+        f"BigQuery {table}: BigQuery table {table} differs from schema/tickets.json: partitioning is none, "
+        "the pipeline needs DAY on minute_start; clustering is none, the pipeline needs minute_start, team. "
+        f"Nothing was written to it. To rebuild it as the schema says, drop it (bq rm -f -t "
+        f"{bq_dataset.project}:{bq_dataset.dataset}.tickets)"
+    ) in message
     # The other tables were written, and their exports published; the refused table kept none.
     assert [r["line_no"] for r in stored(bq_dataset.client, bq_dataset.dataset_id, "blocks")] == [1, 2]
     assert (settings.export_root / "blocks" / f"{KEY}.jsonl").exists()
@@ -221,7 +251,9 @@ def test_a_table_made_by_bq_mk_is_refused_with_what_differs(settings, production
     assert [e.asset_key.path[-1] for e in result.get_asset_materialization_events()].count("tickets") == 0
 
 
-def test_a_nullable_column_added_to_the_schema_is_added_to_the_table(settings, production, instance, bq_dataset, monkeypatch):
+def test_a_nullable_column_added_to_the_schema_is_added_to_the_table(
+    settings, production, instance, bq_dataset, monkeypatch
+):
     write_minute(settings.log_root, KEY, [sample_line("131")])
     fields = bq_sink.schema_fields("tickets")
     older = bigquery.Table(bq_dataset.table_id("tickets"), schema=fields[:-1])  # before codec_encoded was added
@@ -241,24 +273,36 @@ def test_a_stuck_job_is_cancelled_and_fails_the_run_with_a_message(settings, bq_
     write_minute(settings.log_root, KEY, block_lines(KEY, 1))
     warehouse = production["table_io_manager"].warehouse
     quick = BigQueryWarehouse(bigquery=warehouse.bigquery, dataset=warehouse.dataset, job_timeout_seconds=2)
-    resources = {**production, "table_io_manager": production["table_io_manager"].model_copy(update={"warehouse": quick})}
+    resources = {
+        **production,
+        "table_io_manager": production["table_io_manager"].model_copy(update={"warehouse": quick}),
+    }
     bq_dataset.proxy.stall_next(query_job("MERGE", contains=".blocks`"))
     result = materialize(instance, resources, [KEY], raise_on_error=False, selection=["blocks"])
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert "blocks: MERGE: job " in failure.step_failure_data.error.message
-    assert "did not finish within 2 s and was cancelled (JAM_BQ_JOB_TIMEOUT_SECONDS)" in failure.step_failure_data.error.message
+    assert (
+        "did not finish within 2 s and was cancelled (JAM_BQ_JOB_TIMEOUT_SECONDS)"
+        in failure.step_failure_data.error.message
+    )
     assert any(r.method == "POST" and r.path.endswith("/cancel") for r in bq_dataset.proxy.requests)
 
 
-@pytest.mark.skipif(not os.environ.get("JAM_BQ_LIVE_PROJECT"),
-                    reason="live BigQuery test: set JAM_BQ_LIVE_PROJECT, JAM_BQ_LIVE_DATASET and credentials "
-                           "(GOOGLE_APPLICATION_CREDENTIALS or JAM_BQ_CREDENTIALS_B64)")
+@pytest.mark.skipif(
+    not os.environ.get("JAM_BQ_LIVE_PROJECT"),
+    reason="live BigQuery test: set JAM_BQ_LIVE_PROJECT, JAM_BQ_LIVE_DATASET and credentials "
+    "(GOOGLE_APPLICATION_CREDENTIALS or JAM_BQ_CREDENTIALS_B64)",
+)
 def test_live_bigquery_round_trip_shrink_and_pruned_cost(settings, monkeypatch):
     dataset = os.environ.get("JAM_BQ_LIVE_DATASET") or "crypto_jam_test"
-    for name, value in {"DAGSTER_DEPLOYMENT": "production", "JAM_LOG_DIR": settings.log_dir,
-                        "JAM_EXPORT_DIR": settings.export_dir, "JAM_BQ_PROJECT": os.environ["JAM_BQ_LIVE_PROJECT"],
-                        "JAM_BQ_DATASET": dataset}.items():
+    for name, value in {
+        "DAGSTER_DEPLOYMENT": "production",
+        "JAM_LOG_DIR": settings.log_dir,
+        "JAM_EXPORT_DIR": settings.export_dir,
+        "JAM_BQ_PROJECT": os.environ["JAM_BQ_LIVE_PROJECT"],
+        "JAM_BQ_DATASET": dataset,
+    }.items():
         monkeypatch.setenv(name, value)
     resources = resources_for()
     warehouse = resources["table_io_manager"].warehouse
@@ -271,9 +315,15 @@ def test_live_bigquery_round_trip_shrink_and_pruned_cost(settings, monkeypatch):
         # A dry run of the pruned MERGE reads only the minute's day partition.
         target = warehouse.target(client.project)
         config = bigquery.QueryJobConfig(dry_run=True, query_parameters=bq_sink.minute_parameters([KEY]))
-        job = client.query(bq_sink.merge_sql(target, "blocks", "blocks", bq_sink.Slice.minute_files([KEY])), job_config=config)
-        day = list(client.query(f"SELECT sum(total_logical_bytes) b FROM `{dataset}.INFORMATION_SCHEMA.PARTITIONS` "
-                                "WHERE table_name = 'blocks' AND partition_id = '20250423'").result())[0].b
+        job = client.query(
+            bq_sink.merge_sql(target, "blocks", "blocks", bq_sink.Slice.minute_files([KEY])), job_config=config
+        )
+        day = list(
+            client.query(
+                f"SELECT sum(total_logical_bytes) b FROM `{dataset}.INFORMATION_SCHEMA.PARTITIONS` "
+                "WHERE table_name = 'blocks' AND partition_id = '20250423'"
+            ).result()
+        )[0].b
         assert job.total_bytes_processed <= 2 * (day or 0) + 20 * 1024 * 1024
 
 
@@ -294,7 +344,9 @@ def test_a_days_reports_land_in_bigquery_as_in_their_exports(settings, productio
     assert materialize(instance, production, KEYS).success
     instance.add_dynamic_partitions(days.name, ["2025-04-23"])
     for _ in range(2):  # a second run replaces the day: nothing doubled
-        assert dg.materialize([daily_reports], instance=instance, resources=production, partition_key="2025-04-23").success
+        assert dg.materialize(
+            [daily_reports], instance=instance, resources=production, partition_key="2025-04-23"
+        ).success
     for table in ("leaderboard", "quality_report"):
         exported = read_jsonl(settings.export_root / table / "2025" / "04" / "23.jsonl")
         rows = bq_dataset.client.query(f"SELECT * FROM `{bq_dataset.dataset_id}.{table}`").result()
@@ -305,6 +357,11 @@ def test_a_days_reports_land_in_bigquery_as_in_their_exports(settings, productio
         t = bq_dataset.client.get_table(bq_dataset.table_id(table))
         assert (t.time_partitioning.type_, t.time_partitioning.field) == ("DAY", "day")
     # The day's computation reads only that day's rows, pruned on minute_start.
-    computing = [r.sql for r in bq_dataset.proxy.queries() if "leaderboard" not in (r.sql or "")[:40]
-                 and "minute_start >=" in (r.sql or "") and not r.sql.startswith(("MERGE", "DELETE"))]
+    computing = [
+        r.sql
+        for r in bq_dataset.proxy.queries()
+        if "leaderboard" not in (r.sql or "")[:40]
+        and "minute_start >=" in (r.sql or "")
+        and not r.sql.startswith(("MERGE", "DELETE"))
+    ]
     assert computing

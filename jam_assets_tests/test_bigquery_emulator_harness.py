@@ -52,7 +52,7 @@ from jam_assets_tests.bigquery_emulator import (  # noqa: F401  (fixtures)
     rate_limit_error,
 )
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 T1 = dt.datetime(2024, 5, 1, 12, 1, tzinfo=UTC)
 T5 = dt.datetime(2024, 5, 1, 12, 5, tzinfo=UTC)
@@ -81,8 +81,7 @@ def _rows(client, sql: str, params=()) -> list[tuple]:
 
 
 def _insert(bq, table: str, rows: list[tuple]) -> None:
-    values = ", ".join(
-        f"(TIMESTAMP '{ms.isoformat()}', '{mf}', {a}, '{b}', {c})" for ms, mf, a, b, c in rows)
+    values = ", ".join(f"(TIMESTAMP '{ms.isoformat()}', '{mf}', {a}, '{b}', {c})" for ms, mf, a, b, c in rows)
     bq.client.query(f"INSERT INTO `{bq.table_id(table)}` (minute_start, minute_file, a, b, c) VALUES {values}").result()
 
 
@@ -117,8 +116,12 @@ def test_partitioning_and_clustering_round_trip_through_get_table(bq_dataset):
     assert table.clustering_fields == ["minute_file", "a"]
     # Sent as INT64/FLOAT64, read back in BigQuery's legacy spelling (the proxy's doing, deviation 12).
     assert [(f.name, f.field_type, f.mode) for f in table.schema] == [
-        ("minute_start", "TIMESTAMP", "REQUIRED"), ("minute_file", "STRING", "REQUIRED"),
-        ("a", "INTEGER", "NULLABLE"), ("b", "STRING", "NULLABLE"), ("c", "FLOAT", "NULLABLE")]
+        ("minute_start", "TIMESTAMP", "REQUIRED"),
+        ("minute_file", "STRING", "REQUIRED"),
+        ("a", "INTEGER", "NULLABLE"),
+        ("b", "STRING", "NULLABLE"),
+        ("c", "FLOAT", "NULLABLE"),
+    ]
     sent = bq_dataset.proxy.requests[0].json()
     assert sent["timePartitioning"] == {"type": "DAY", "field": "minute_start"}
     assert sent["clustering"] == {"fields": ["minute_file", "a"]}
@@ -130,14 +133,22 @@ def test_ddl_partitioning_and_clustering_are_patched_in_by_the_proxy(bq_dataset)
     """The emulator drops PARTITION BY/CLUSTER BY of DDL from the table metadata (deviation 11);
     the proxy patches them in after the statement succeeds."""
     client = bq_dataset.client
-    client.query(f"CREATE TABLE `{bq_dataset.table_id('ddl')}` (minute_start TIMESTAMP NOT NULL, minute_file STRING, n INT64) "
-                 "PARTITION BY TIMESTAMP_TRUNC(minute_start, DAY) CLUSTER BY minute_file, n").result()
-    client.query(f"CREATE TABLE `{bq_dataset.table_id('ddl_date')}` (minute_start TIMESTAMP, f STRING) "
-                 "PARTITION BY DATE(minute_start) CLUSTER BY f OPTIONS (require_partition_filter = TRUE)").result()
+    client.query(
+        f"CREATE TABLE `{bq_dataset.table_id('ddl')}` (minute_start TIMESTAMP NOT NULL, minute_file STRING, n INT64) "
+        "PARTITION BY TIMESTAMP_TRUNC(minute_start, DAY) CLUSTER BY minute_file, n"
+    ).result()
+    client.query(
+        f"CREATE TABLE `{bq_dataset.table_id('ddl_date')}` (minute_start TIMESTAMP, f STRING) "
+        "PARTITION BY DATE(minute_start) CLUSTER BY f OPTIONS (require_partition_filter = TRUE)"
+    ).result()
     table = client.get_table(bq_dataset.table_id("ddl"))
     assert (table.time_partitioning.type_, table.time_partitioning.field) == ("DAY", "minute_start")
     assert table.clustering_fields == ["minute_file", "n"]
-    assert [(f.name, f.mode) for f in table.schema] == [("minute_start", "REQUIRED"), ("minute_file", "NULLABLE"), ("n", "NULLABLE")]
+    assert [(f.name, f.mode) for f in table.schema] == [
+        ("minute_start", "REQUIRED"),
+        ("minute_file", "NULLABLE"),
+        ("n", "NULLABLE"),
+    ]
     table = client.get_table(bq_dataset.table_id("ddl_date"))
     assert (table.time_partitioning.type_, table.time_partitioning.field) == ("DAY", "minute_start")
     assert table.clustering_fields == ["f"]
@@ -181,15 +192,19 @@ def test_missing_dataset_is_bigquery_404_everywhere(bq):
 
 def test_multipart_load_of_a_small_ndjson_file(bq_dataset):
     _partitioned_table(bq_dataset, "dest")
-    data = _ndjson([
-        {"minute_start": "2024-05-01T12:00:00Z", "minute_file": "f1", "a": 1, "b": "x", "c": 0.5},
-        {"minute_start": "2024-05-01T12:01:00Z", "minute_file": "f2", "a": 2, "b": None, "c": None},
-        {"minute_start": "2024-05-01 12:02:00+00:00", "minute_file": "f3", "a": "3", "b": "z", "c": 1e10},
-    ])
-    config = bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", schema=SCHEMA,
-                                    write_disposition="WRITE_APPEND")
-    job = bq_dataset.client.load_table_from_file(io.BytesIO(data), bq_dataset.table_id("dest"), job_config=config,
-                                                 size=len(data), job_id="load_small_1")
+    data = _ndjson(
+        [
+            {"minute_start": "2024-05-01T12:00:00Z", "minute_file": "f1", "a": 1, "b": "x", "c": 0.5},
+            {"minute_start": "2024-05-01T12:01:00Z", "minute_file": "f2", "a": 2, "b": None, "c": None},
+            {"minute_start": "2024-05-01 12:02:00+00:00", "minute_file": "f3", "a": "3", "b": "z", "c": 1e10},
+        ]
+    )
+    config = bigquery.LoadJobConfig(
+        source_format="NEWLINE_DELIMITED_JSON", schema=SCHEMA, write_disposition="WRITE_APPEND"
+    )
+    job = bq_dataset.client.load_table_from_file(
+        io.BytesIO(data), bq_dataset.table_id("dest"), job_config=config, size=len(data), job_id="load_small_1"
+    )
     job.result(timeout=30)
     assert (job.job_id, job.state, job.error_result, job.output_rows) == ("load_small_1", "DONE", None, 3)
     [upload] = [r for r in bq_dataset.proxy.requests if r.upload_type]
@@ -197,12 +212,14 @@ def test_multipart_load_of_a_small_ndjson_file(bq_dataset):
     assert upload.media == data
     assert b"content-type: */*" in upload.body  # what the emulator refuses and the proxy rewrites
     assert upload.job_configuration["load"]["sourceFormat"] == "NEWLINE_DELIMITED_JSON"
-    assert _rows(bq_dataset.client, f"SELECT minute_start, minute_file, a, b, c FROM `{bq_dataset.table_id('dest')}` ORDER BY a") == [
-        (T0, "f1", 1, "x", 0.5), (T1, "f2", 2, None, None), (T0 + dt.timedelta(minutes=2), "f3", 3, "z", 1e10)]
+    assert _rows(
+        bq_dataset.client, f"SELECT minute_start, minute_file, a, b, c FROM `{bq_dataset.table_id('dest')}` ORDER BY a"
+    ) == [(T0, "f1", 1, "x", 0.5), (T1, "f2", 2, None, None), (T0 + dt.timedelta(minutes=2), "f3", 3, "z", 1e10)]
     assert bq_dataset.client.get_table(bq_dataset.table_id("dest")).num_rows == 3
     with pytest.raises(exceptions.Conflict):  # the same job id again: BigQuery's 409 (deviation 9)
-        bq_dataset.client.load_table_from_file(io.BytesIO(data), bq_dataset.table_id("dest"), job_config=config,
-                                               size=len(data), job_id="load_small_1")
+        bq_dataset.client.load_table_from_file(
+            io.BytesIO(data), bq_dataset.table_id("dest"), job_config=config, size=len(data), job_id="load_small_1"
+        )
     assert bq_dataset.client.get_job("load_small_1").output_rows == 3  # the caller's id (deviation 8)
 
 
@@ -215,20 +232,34 @@ def test_resumable_load_of_a_6_mib_file(bq_dataset, tmp_path):
     n = 40_000
     with path.open("wb") as f:
         for i in range(n):
-            f.write(json.dumps({"minute_start": f"2024-05-01T12:{i % 60:02d}:00Z", "minute_file": f"f{i % 7}",
-                                "a": i, "b": "x" * 120, "c": i / 4}).encode() + b"\n")
+            f.write(
+                json.dumps(
+                    {
+                        "minute_start": f"2024-05-01T12:{i % 60:02d}:00Z",
+                        "minute_file": f"f{i % 7}",
+                        "a": i,
+                        "b": "x" * 120,
+                        "c": i / 4,
+                    }
+                ).encode()
+                + b"\n"
+            )
     size = path.stat().st_size
     assert size >= 6 * 1024 * 1024
     config = bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", schema=SCHEMA)
     with path.open("rb") as f:
-        job = bq_dataset.client.load_table_from_file(f, bq_dataset.table_id("dest"), job_config=config, job_id="load_big_1")
+        job = bq_dataset.client.load_table_from_file(
+            f, bq_dataset.table_id("dest"), job_config=config, job_id="load_big_1"
+        )
     job.result(timeout=60)
     assert (job.job_id, job.output_rows) == ("load_big_1", n)
     start, put = [r for r in bq_dataset.proxy.requests if r.upload_type]
     assert (start.method, start.upload_type, put.method, put.upload_type) == ("POST", "resumable", "PUT", "resumable")
     assert len(put.media) == size and put.headers["content-range"] == f"bytes 0-{size - 1}/{size}"
-    assert _rows(bq_dataset.client, f"SELECT count(*), sum(a), count(DISTINCT minute_file), max(minute_start) FROM `{bq_dataset.table_id('dest')}`") == [
-        (n, n * (n - 1) // 2, 7, T0 + dt.timedelta(minutes=59))]
+    assert _rows(
+        bq_dataset.client,
+        f"SELECT count(*), sum(a), count(DISTINCT minute_file), max(minute_start) FROM `{bq_dataset.table_id('dest')}`",
+    ) == [(n, n * (n - 1) // 2, 7, T0 + dt.timedelta(minutes=59))]
 
 
 def test_int64_above_2_to_the_53_quoted_in_ndjson_reads_back_exactly(bq_dataset):
@@ -237,13 +268,20 @@ def test_int64_above_2_to_the_53_quoted_in_ndjson_reads_back_exactly(bq_dataset)
     values = [9007199254740993, 2**63 - 1, -(2**63), 12345678901234567]
     data = _ndjson([{"k": f"k{i}", "n": str(v)} for i, v in enumerate(values)])
     config = bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", schema=schema)
-    bq_dataset.client.load_table_from_file(io.BytesIO(data), bq_dataset.table_id("big"), job_config=config,
-                                           size=len(data)).result()
-    assert _rows(bq_dataset.client, f"SELECT n FROM `{bq_dataset.table_id('big')}` ORDER BY k") == [(v,) for v in values]
-    assert [r["n"] for r in bq_dataset.client.list_rows(bq_dataset.table_id("big"), selected_fields=schema)] \
-        and sorted(r["n"] for r in bq_dataset.client.list_rows(bq_dataset.table_id("big"))) == sorted(values)
-    assert _rows(bq_dataset.client, f"SELECT n FROM `{bq_dataset.table_id('big')}` WHERE n = @n",
-                 [bigquery.ScalarQueryParameter("n", "INT64", 9007199254740993)]) == [(9007199254740993,)]
+    bq_dataset.client.load_table_from_file(
+        io.BytesIO(data), bq_dataset.table_id("big"), job_config=config, size=len(data)
+    ).result()
+    assert _rows(bq_dataset.client, f"SELECT n FROM `{bq_dataset.table_id('big')}` ORDER BY k") == [
+        (v,) for v in values
+    ]
+    assert [r["n"] for r in bq_dataset.client.list_rows(bq_dataset.table_id("big"), selected_fields=schema)] and sorted(
+        r["n"] for r in bq_dataset.client.list_rows(bq_dataset.table_id("big"))
+    ) == sorted(values)
+    assert _rows(
+        bq_dataset.client,
+        f"SELECT n FROM `{bq_dataset.table_id('big')}` WHERE n = @n",
+        [bigquery.ScalarQueryParameter("n", "INT64", 9007199254740993)],
+    ) == [(9007199254740993,)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -253,14 +291,23 @@ def test_int64_above_2_to_the_53_quoted_in_ndjson_reads_back_exactly(bq_dataset)
 
 def test_array_string_and_array_timestamp_parameters_in_unnest(bq_dataset):
     _partitioned_table(bq_dataset, "dest")
-    _insert(bq_dataset, "dest", [(T0, "f1", 1, "x", 1.0), (T0, "f2", 2, "x", 2.0), (T1, "f1", 3, "x", 3.0),
-                                 (T5, "f3", 4, "x", 4.0)])
-    params = [bigquery.ArrayQueryParameter("minute_starts", "TIMESTAMP", [T0, T5]),
-              bigquery.ArrayQueryParameter("minute_files", "STRING", ["f1", "f3"])]
-    sql = (f"SELECT a FROM `{bq_dataset.table_id('dest')}` WHERE minute_start IN UNNEST(@minute_starts) "
-           "AND minute_file IN UNNEST(@minute_files) ORDER BY a")
+    _insert(
+        bq_dataset,
+        "dest",
+        [(T0, "f1", 1, "x", 1.0), (T0, "f2", 2, "x", 2.0), (T1, "f1", 3, "x", 3.0), (T5, "f3", 4, "x", 4.0)],
+    )
+    params = [
+        bigquery.ArrayQueryParameter("minute_starts", "TIMESTAMP", [T0, T5]),
+        bigquery.ArrayQueryParameter("minute_files", "STRING", ["f1", "f3"]),
+    ]
+    sql = (
+        f"SELECT a FROM `{bq_dataset.table_id('dest')}` WHERE minute_start IN UNNEST(@minute_starts) "
+        "AND minute_file IN UNNEST(@minute_files) ORDER BY a"
+    )
     assert _rows(bq_dataset.client, sql, params) == [(1,), (4,)]
-    assert _rows(bq_dataset.client, sql, [bigquery.ArrayQueryParameter("minute_starts", "TIMESTAMP", []), params[1]]) == []
+    assert (
+        _rows(bq_dataset.client, sql, [bigquery.ArrayQueryParameter("minute_starts", "TIMESTAMP", []), params[1]]) == []
+    )
     sent = bq_dataset.proxy.queries()[-2]
     assert sent.parameter("minute_files") == ["f1", "f3"]
     assert [dt.datetime.fromisoformat(v) for v in sent.parameter("minute_starts")] == [T0, T5]
@@ -271,22 +318,36 @@ def test_merge_replaces_one_minute_file_and_counts_affected_rows(bq_dataset):
     dest, staging = bq_dataset.table_id("dest"), bq_dataset.table_id("staging")
     _partitioned_table(bq_dataset, "dest")
     _partitioned_table(bq_dataset, "staging")
-    _insert(bq_dataset, "dest", [(T0, "f1", 1, "old", 1.0), (T0, "f2", 2, "other file", 2.0),
-                                 (T1, "f1", 3, "other minute", 3.0)])
-    _insert(bq_dataset, "staging", [(T0, "f1", 10, "new", 10.0), (T0, "f1", 11, "new", 11.0),
-                                    (T5, "f1", 12, "outside the minutes", 12.0)])
-    merge = (f"MERGE `{dest}` T USING `{staging}` S ON FALSE\n"
-             "WHEN NOT MATCHED BY SOURCE AND T.minute_start IN UNNEST(@minute_starts) "
-             "AND T.minute_file IN UNNEST(@minute_files) THEN DELETE\n"
-             "WHEN NOT MATCHED BY TARGET AND S.minute_start IN UNNEST(@minute_starts) THEN "
-             "INSERT (minute_start, minute_file, a, b, c) VALUES (S.minute_start, S.minute_file, S.a, S.b, S.c)")
-    params = [bigquery.ArrayQueryParameter("minute_starts", "TIMESTAMP", [T0]),
-              bigquery.ArrayQueryParameter("minute_files", "STRING", ["f1"])]
+    _insert(
+        bq_dataset,
+        "dest",
+        [(T0, "f1", 1, "old", 1.0), (T0, "f2", 2, "other file", 2.0), (T1, "f1", 3, "other minute", 3.0)],
+    )
+    _insert(
+        bq_dataset,
+        "staging",
+        [(T0, "f1", 10, "new", 10.0), (T0, "f1", 11, "new", 11.0), (T5, "f1", 12, "outside the minutes", 12.0)],
+    )
+    merge = (
+        f"MERGE `{dest}` T USING `{staging}` S ON FALSE\n"
+        "WHEN NOT MATCHED BY SOURCE AND T.minute_start IN UNNEST(@minute_starts) "
+        "AND T.minute_file IN UNNEST(@minute_files) THEN DELETE\n"
+        "WHEN NOT MATCHED BY TARGET AND S.minute_start IN UNNEST(@minute_starts) THEN "
+        "INSERT (minute_start, minute_file, a, b, c) VALUES (S.minute_start, S.minute_file, S.a, S.b, S.c)"
+    )
+    params = [
+        bigquery.ArrayQueryParameter("minute_starts", "TIMESTAMP", [T0]),
+        bigquery.ArrayQueryParameter("minute_files", "STRING", ["f1"]),
+    ]
     job = client.query(merge, job_config=bigquery.QueryJobConfig(query_parameters=params))
     job.result()
     assert (job.statement_type, job.num_dml_affected_rows, job.error_result) == ("MERGE", 3, None)
     assert _rows(client, f"SELECT minute_start, minute_file, a, b FROM `{dest}` ORDER BY a") == [
-        (T0, "f2", 2, "other file"), (T1, "f1", 3, "other minute"), (T0, "f1", 10, "new"), (T0, "f1", 11, "new")]
+        (T0, "f2", 2, "other file"),
+        (T1, "f1", 3, "other minute"),
+        (T0, "f1", 10, "new"),
+        (T0, "f1", 11, "new"),
+    ]
     # Run again: same result, nothing duplicated (the MERGE replaces the minute file's rows).
     job = client.query(merge, job_config=bigquery.QueryJobConfig(query_parameters=params))
     job.result()
@@ -295,8 +356,9 @@ def test_merge_replaces_one_minute_file_and_counts_affected_rows(bq_dataset):
     # What a production test asserts on the recording: every MERGE carries the partition filter.
     merges = [r for r in bq_dataset.proxy.queries() if r.sql.startswith("MERGE")]
     assert len(merges) == 2
-    assert all("T.minute_start IN UNNEST(@minute_starts)" in r.sql and r.parameter("minute_files") == ["f1"]
-               for r in merges)
+    assert all(
+        "T.minute_start IN UNNEST(@minute_starts)" in r.sql and r.parameter("minute_files") == ["f1"] for r in merges
+    )
     # INSERT ROW and INSERT VALUES without a column list do not parse (deviation 20).
     with pytest.raises(exceptions.BadRequest) as got:
         client.query(f"MERGE `{dest}` T USING `{staging}` S ON FALSE WHEN NOT MATCHED THEN INSERT ROW").result()
@@ -307,10 +369,12 @@ def test_dml_statements_report_affected_rows(bq_dataset):
     client, dest = bq_dataset.client, bq_dataset.table_id("dest")
     _partitioned_table(bq_dataset, "dest")
     results, counts = [], []
-    for sql in (f"INSERT INTO `{dest}` (minute_start, minute_file, a) VALUES (TIMESTAMP '2024-05-01 12:00:00+00', 'f', 1), "
-                "(TIMESTAMP '2024-05-01 12:00:00+00', 'f', 2)",
-                f"UPDATE `{dest}` SET b = 'u' WHERE a = 2",
-                f"DELETE FROM `{dest}` WHERE minute_start = TIMESTAMP '2024-05-01 12:00:00+00'"):
+    for sql in (
+        f"INSERT INTO `{dest}` (minute_start, minute_file, a) VALUES (TIMESTAMP '2024-05-01 12:00:00+00', 'f', 1), "
+        "(TIMESTAMP '2024-05-01 12:00:00+00', 'f', 2)",
+        f"UPDATE `{dest}` SET b = 'u' WHERE a = 2",
+        f"DELETE FROM `{dest}` WHERE minute_start = TIMESTAMP '2024-05-01 12:00:00+00'",
+    ):
         job = client.query(sql)
         job.result()
         results.append((job.statement_type, job.num_dml_affected_rows))
@@ -325,7 +389,10 @@ def test_alter_table_add_column_then_schema_read_back(bq_dataset):
     _insert(bq_dataset, "dest", [(T0, "f1", 1, "x", 1.0)])
     client.query(f"ALTER TABLE `{dest}` ADD COLUMN x STRING").result()
     table = client.get_table(dest)
-    assert [(f.name, f.field_type, f.mode) for f in table.schema][-2:] == [("c", "FLOAT", "NULLABLE"), ("x", "STRING", "NULLABLE")]
+    assert [(f.name, f.field_type, f.mode) for f in table.schema][-2:] == [
+        ("c", "FLOAT", "NULLABLE"),
+        ("x", "STRING", "NULLABLE"),
+    ]
     assert (table.time_partitioning.field, table.clustering_fields) == ("minute_start", ["minute_file", "a"])
     client.query(f"UPDATE `{dest}` SET x = 'filled' WHERE a = 1").result()
     assert _rows(client, f"SELECT a, x FROM `{dest}`") == [(1, "filled")]
@@ -335,11 +402,17 @@ def test_update_table_with_an_appended_nullable_field(bq_dataset):
     client, dest = bq_dataset.client, bq_dataset.table_id("dest")
     table = _partitioned_table(bq_dataset, "dest")
     _insert(bq_dataset, "dest", [(T0, "f1", 1, "x", 1.0)])
-    table.schema = [*table.schema, bigquery.SchemaField("y", "INT64"), bigquery.SchemaField("tags", "STRING", mode="REPEATED")]
+    table.schema = [
+        *table.schema,
+        bigquery.SchemaField("y", "INT64"),
+        bigquery.SchemaField("tags", "STRING", mode="REPEATED"),
+    ]
     updated = client.update_table(table, ["schema"])
     assert [f.name for f in updated.schema] == ["minute_start", "minute_file", "a", "b", "c", "y", "tags"]
     assert [(f.name, f.field_type, f.mode) for f in client.get_table(dest).schema][-2:] == [
-        ("y", "INTEGER", "NULLABLE"), ("tags", "STRING", "REPEATED")]
+        ("y", "INTEGER", "NULLABLE"),
+        ("tags", "STRING", "REPEATED"),
+    ]
     # The stored table has the columns too (the emulator alone would fail here: deviation 10).
     client.query(f"UPDATE `{dest}` SET y = 9007199254740993, tags = ['p', 'q'] WHERE a = 1").result()
     assert _rows(client, f"SELECT a, y, tags FROM `{dest}`") == [(1, 9007199254740993, ["p", "q"])]
@@ -349,8 +422,10 @@ def test_dry_run_and_maximum_bytes_billed(bq_dataset):
     client, dest = bq_dataset.client, bq_dataset.table_id("dest")
     _partitioned_table(bq_dataset, "dest")
     _insert(bq_dataset, "dest", [(T0, "f1", 1, "x", 1.0)])
-    job = client.query(f"SELECT minute_file, a FROM `{dest}`",
-                       job_config=bigquery.QueryJobConfig(dry_run=True, use_query_cache=False, maximum_bytes_billed=10**9))
+    job = client.query(
+        f"SELECT minute_file, a FROM `{dest}`",
+        job_config=bigquery.QueryJobConfig(dry_run=True, use_query_cache=False, maximum_bytes_billed=10**9),
+    )
     # Accepted; DONE at once; the schema is there; the byte estimate is always 0 (deviation 18).
     assert (job.state, job.dry_run, job.total_bytes_processed, job.statement_type) == ("DONE", True, 0, "SELECT")
     assert [(f.name, f.field_type) for f in job.schema] == [("minute_file", "STRING"), ("a", "INTEGER")]
@@ -380,14 +455,18 @@ def test_transaction_scripts_commit_and_roll_back(bq_dataset):
     client, dest = bq_dataset.client, bq_dataset.table_id("dest")
     _partitioned_table(bq_dataset, "dest")
     _insert(bq_dataset, "dest", [(T0, "f1", 1, "x", 1.0), (T0, "f2", 2, "x", 2.0)])
-    client.query(f"BEGIN TRANSACTION; DELETE FROM `{dest}` WHERE minute_file = 'f1'; "
-                 f"INSERT INTO `{dest}` (minute_start, minute_file, a) VALUES (TIMESTAMP '2024-05-01 12:00:00+00', 'f1', 10); "
-                 "COMMIT TRANSACTION;").result()
+    client.query(
+        f"BEGIN TRANSACTION; DELETE FROM `{dest}` WHERE minute_file = 'f1'; "
+        f"INSERT INTO `{dest}` (minute_start, minute_file, a) VALUES (TIMESTAMP '2024-05-01 12:00:00+00', 'f1', 10); "
+        "COMMIT TRANSACTION;"
+    ).result()
     assert _rows(client, f"SELECT a FROM `{dest}` ORDER BY a") == [(2,), (10,)]
     client.query(f"BEGIN TRANSACTION; DELETE FROM `{dest}` WHERE TRUE; ROLLBACK TRANSACTION;").result()
     assert _rows(client, f"SELECT a FROM `{dest}` ORDER BY a") == [(2,), (10,)]
     with pytest.raises(exceptions.BadRequest) as got:
-        client.query(f"BEGIN TRANSACTION; DELETE FROM `{dest}` WHERE TRUE; SELECT ERROR('boom'); COMMIT TRANSACTION;").result()
+        client.query(
+            f"BEGIN TRANSACTION; DELETE FROM `{dest}` WHERE TRUE; SELECT ERROR('boom'); COMMIT TRANSACTION;"
+        ).result()
     assert got.value.errors[0]["reason"] == "invalidQuery" and "boom" in got.value.errors[0]["message"]
     assert _rows(client, f"SELECT a FROM `{dest}` ORDER BY a") == [(2,), (10,)]
 
@@ -425,10 +504,12 @@ def _merge_setup(bq):
     _partitioned_table(bq, "staging")
     _insert(bq, "dest", [(T0, "f1", 1, "old", 1.0)])
     _insert(bq, "staging", [(T0, "f1", 2, "new", 2.0)])
-    merge = (f"MERGE `{dest}` T USING `{staging}` S ON FALSE "
-             "WHEN NOT MATCHED BY SOURCE AND T.minute_file = 'f1' THEN DELETE "
-             "WHEN NOT MATCHED BY TARGET THEN INSERT (minute_start, minute_file, a, b, c) "
-             "VALUES (S.minute_start, S.minute_file, S.a, S.b, S.c)")
+    merge = (
+        f"MERGE `{dest}` T USING `{staging}` S ON FALSE "
+        "WHEN NOT MATCHED BY SOURCE AND T.minute_file = 'f1' THEN DELETE "
+        "WHEN NOT MATCHED BY TARGET THEN INSERT (minute_start, minute_file, a, b, c) "
+        "VALUES (S.minute_start, S.minute_file, S.a, S.b, S.c)"
+    )
     return dest, merge
 
 
@@ -520,13 +601,20 @@ def test_load_job_failure_in_the_error_result(bq_dataset):
     config = bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", schema=SCHEMA)
     for size in (len(data), None):  # multipart, then resumable
         bq_dataset.proxy.fail_next(load_job(), backend_error(500), at="result")
-        job = bq_dataset.client.load_table_from_file(io.BytesIO(data), bq_dataset.table_id("dest"), job_config=config, size=size)
+        job = bq_dataset.client.load_table_from_file(
+            io.BytesIO(data), bq_dataset.table_id("dest"), job_config=config, size=size
+        )
         with pytest.raises(exceptions.InternalServerError) as got:
             job.result()
         assert got.value.errors[0]["reason"] == "backendError"
-    assert [r.upload_type for r in bq_dataset.proxy.requests if r.upload_type and r.method == "POST"] == ["multipart", "resumable"]
+    assert [r.upload_type for r in bq_dataset.proxy.requests if r.upload_type and r.method == "POST"] == [
+        "multipart",
+        "resumable",
+    ]
     assert bq_dataset.client.get_table(bq_dataset.table_id("dest")).num_rows == 0
-    job = bq_dataset.client.load_table_from_file(io.BytesIO(data), bq_dataset.table_id("dest"), job_config=config, size=len(data))
+    job = bq_dataset.client.load_table_from_file(
+        io.BytesIO(data), bq_dataset.table_id("dest"), job_config=config, size=len(data)
+    )
     assert job.result().output_rows == 1
 
 
@@ -537,10 +625,14 @@ def test_load_job_failure_in_the_error_result(bq_dataset):
 
 def test_table_metadata_description_and_expiration(bq_dataset):
     client = bq_dataset.client
-    table = bigquery.Table(bq_dataset.table_id("staging"), schema=[
-        bigquery.SchemaField("minute_start", "TIMESTAMP", mode="REQUIRED", description="start of the minute file"),
-        bigquery.SchemaField("ok", "BOOL"),
-        bigquery.SchemaField("r", "STRUCT", fields=[bigquery.SchemaField("n", "INT64")])])
+    table = bigquery.Table(
+        bq_dataset.table_id("staging"),
+        schema=[
+            bigquery.SchemaField("minute_start", "TIMESTAMP", mode="REQUIRED", description="start of the minute file"),
+            bigquery.SchemaField("ok", "BOOL"),
+            bigquery.SchemaField("r", "STRUCT", fields=[bigquery.SchemaField("n", "INT64")]),
+        ],
+    )
     table.description = "JAM telemetry: staging"
     expires = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
     table.expires = expires
@@ -548,7 +640,10 @@ def test_table_metadata_description_and_expiration(bq_dataset):
     got = client.get_table(bq_dataset.table_id("staging"))
     assert got.description == "JAM telemetry: staging"
     assert [(f.name, f.field_type, f.description) for f in got.schema] == [
-        ("minute_start", "TIMESTAMP", "start of the minute file"), ("ok", "BOOLEAN", None), ("r", "RECORD", None)]
+        ("minute_start", "TIMESTAMP", "start of the minute file"),
+        ("ok", "BOOLEAN", None),
+        ("r", "RECORD", None),
+    ]
     assert [(f.name, f.field_type) for f in got.schema[2].fields] == [("n", "INTEGER")]
     # The emulator drops expirationTime; the proxy remembers it (deviation 13). Nothing expires.
     assert got.expires == expires
@@ -568,8 +663,12 @@ def test_what_the_emulator_does_not_check(bq_dataset):
     assert _rows(client, f"SELECT minute_start IS NULL FROM `{dest}`") == [(True,)]
     # NDJSON: a missing REQUIRED field and an unknown field load (BigQuery fails the job), and an
     # unquoted integer beyond 2^53 loads exactly (BigQuery's loader would read it as a double).
-    data = _ndjson([{"minute_file": "f2", "a": 2}, {"minute_start": "2024-05-01T12:00:00Z", "minute_file": "f3",
-                                                     "a": 9007199254740993, "no_such_column": 1}])
+    data = _ndjson(
+        [
+            {"minute_file": "f2", "a": 2},
+            {"minute_start": "2024-05-01T12:00:00Z", "minute_file": "f3", "a": 9007199254740993, "no_such_column": 1},
+        ]
+    )
     config = bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", schema=SCHEMA, job_timeout_ms=60_000)
     job = client.load_table_from_file(io.BytesIO(data), dest, job_config=config, size=len(data))
     assert (job.result().output_rows, job.error_result) == (2, None)
@@ -584,7 +683,9 @@ def test_bad_ndjson_fails_the_load_job_with_reason_invalid(bq_dataset):
     _partitioned_table(bq_dataset, "dest")
     data = _ndjson([{"minute_start": "not a time", "minute_file": "f1"}])
     config = bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", schema=SCHEMA)
-    job = bq_dataset.client.load_table_from_file(io.BytesIO(data), bq_dataset.table_id("dest"), job_config=config, size=len(data))
+    job = bq_dataset.client.load_table_from_file(
+        io.BytesIO(data), bq_dataset.table_id("dest"), job_config=config, size=len(data)
+    )
     assert job.state == "DONE" and job.error_result["reason"] == "invalid"
     with pytest.raises(exceptions.BadRequest) as got:
         job.result()
@@ -601,13 +702,23 @@ def test_parallel_clients_on_separate_tables(bq_dataset):
     def write(i: int) -> tuple[int, int]:
         _partitioned_table(bq_dataset, f"dest{i}")
         _partitioned_table(bq_dataset, f"staging{i}")
-        data = _ndjson([{"minute_start": "2024-05-01T12:00:00Z", "minute_file": f"f{n}", "a": n} for n in range(50 + i)])
-        config = bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", schema=SCHEMA, write_disposition="WRITE_TRUNCATE")
-        client.load_table_from_file(io.BytesIO(data), bq_dataset.table_id(f"staging{i}"), job_config=config, size=len(data)).result()
-        job = client.query(f"MERGE `{bq_dataset.table_id(f'dest{i}')}` T USING `{bq_dataset.table_id(f'staging{i}')}` S ON FALSE "
-                           "WHEN NOT MATCHED BY TARGET THEN INSERT (minute_start, minute_file, a) VALUES (S.minute_start, S.minute_file, S.a)")
+        data = _ndjson(
+            [{"minute_start": "2024-05-01T12:00:00Z", "minute_file": f"f{n}", "a": n} for n in range(50 + i)]
+        )
+        config = bigquery.LoadJobConfig(
+            source_format="NEWLINE_DELIMITED_JSON", schema=SCHEMA, write_disposition="WRITE_TRUNCATE"
+        )
+        client.load_table_from_file(
+            io.BytesIO(data), bq_dataset.table_id(f"staging{i}"), job_config=config, size=len(data)
+        ).result()
+        job = client.query(
+            f"MERGE `{bq_dataset.table_id(f'dest{i}')}` T USING `{bq_dataset.table_id(f'staging{i}')}` S ON FALSE "
+            "WHEN NOT MATCHED BY TARGET THEN INSERT (minute_start, minute_file, a) VALUES (S.minute_start, S.minute_file, S.a)"
+        )
         job.result()
-        return job.num_dml_affected_rows, _rows(client, f"SELECT count(*) FROM `{bq_dataset.table_id(f'dest{i}')}`")[0][0]
+        return job.num_dml_affected_rows, _rows(client, f"SELECT count(*) FROM `{bq_dataset.table_id(f'dest{i}')}`")[0][
+            0
+        ]
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         assert list(pool.map(write, range(4))) == [(50 + i, 50 + i) for i in range(4)]
@@ -625,7 +736,11 @@ def test_stalled_job_times_out_and_is_cancelled(bq_dataset):
         job.result(timeout=0.5, job_retry=None)
     cancelled = client.cancel_job(job.job_id, location=job.location)
     assert (cancelled.state, cancelled.error_result["reason"]) == ("DONE", "stopped")
-    assert job.done() and job.cancelled() and job.error_result["message"] == "Job execution was cancelled: User requested cancellation"
+    assert (
+        job.done()
+        and job.cancelled()
+        and job.error_result["message"] == "Job execution was cancelled: User requested cancellation"
+    )
     assert _rows(client, f"SELECT a FROM `{dest}`") == [(1,)]  # it never ran
 
 
@@ -645,8 +760,13 @@ def test_stalled_job_runs_after_its_polls(bq_dataset):
     assert [tuple(r.values()) for r in client.query_and_wait(f"SELECT a FROM `{dest}`")] == [(2,)]
     bq_dataset.proxy.stall_next(load_job(), polls=1)
     data = _ndjson([{"minute_start": "2024-05-01T12:00:00Z", "minute_file": "f9", "a": 9}])
-    load = client.load_table_from_file(io.BytesIO(data), dest, job_id="stalled_load_1", size=len(data),
-                                       job_config=bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", schema=SCHEMA))
+    load = client.load_table_from_file(
+        io.BytesIO(data),
+        dest,
+        job_id="stalled_load_1",
+        size=len(data),
+        job_config=bigquery.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", schema=SCHEMA),
+    )
     assert load.state == "RUNNING"
     assert (load.result(timeout=10).job_id, load.output_rows) == ("stalled_load_1", 1)
     assert _rows(client, f"SELECT a FROM `{dest}` ORDER BY a") == [(2,), (9,)]

@@ -33,7 +33,10 @@ def in_minute(line: dict, second: int) -> dict:
 
 
 def clean_lines() -> list[dict]:
-    lines = [in_minute(sample_json(t), i * 3) for i, t in enumerate(("128", "13", "255", "142", "131", "133", "135", "141", "143"))]
+    lines = [
+        in_minute(sample_json(t), i * 3)
+        for i, t in enumerate(("128", "13", "255", "142", "131", "133", "135", "141", "143"))
+    ]
     # A second team's block, so per-team figures have two rows.
     other = in_minute(sample_json("128"), 40)
     other["metadata"] = "team=COLORFULNOTION|codec_len=304"
@@ -50,20 +53,29 @@ def evaluate(settings, resources, lines: list[dict]):
         publish(staged, export_path(settings.export_root, table, KEY))
     exports = quality.Exports(settings.export_root, [KEY])
     try:
-        outcomes = {(s.asset_key.path[-1], s.name): checks.evaluate(s.key, exports, {KEY: summary}, settings)
-                    for s in CHECK_SPECS}
+        outcomes = {
+            (s.asset_key.path[-1], s.name): checks.evaluate(s.key, exports, {KEY: summary}, settings)
+            for s in CHECK_SPECS
+        }
     finally:
         exports.close()
-    return None, {k: SimpleNamespace(passed=o.passed, severity=SimpleNamespace(value=o.severity),
-                                     metadata=checks._metadata(o)) for k, o in outcomes.items()}
+    return None, {
+        k: SimpleNamespace(passed=o.passed, severity=SimpleNamespace(value=o.severity), metadata=checks._metadata(o))
+        for k, o in outcomes.items()
+    }
 
 
 def evaluate_in_dagster(settings, resources, lines: list[dict], raise_on_error=True):
     write_minute(settings.log_root, KEY, [orjson.dumps(line) for line in lines])
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(minute_files.name, [KEY])
-        result = dg.materialize([minute_file_tables], instance=instance, resources=resources, partition_key=KEY,
-                                raise_on_error=raise_on_error)
+        result = dg.materialize(
+            [minute_file_tables],
+            instance=instance,
+            resources=resources,
+            partition_key=KEY,
+            raise_on_error=raise_on_error,
+        )
         evaluations = {(e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()}
     assert set(evaluations) == ALL_CHECKS
     return result, evaluations
@@ -92,7 +104,10 @@ def test_clean_samples_pass_every_check(settings, resources):
         {"team": "COLORFULNOTION", "values": 1, "median_us": 91428, "min_us": 91428, "max_us": 91428},
         {"team": "Jam-Duna", "values": 1, "median_us": 63495, "min_us": 63495, "max_us": 63495},
     ]
-    assert meta(evaluations[("rejected_lines", "lines_accounted")], "headline") == "all 10 lines of 1 minute files accounted for"
+    assert (
+        meta(evaluations[("rejected_lines", "lines_accounted")], "headline")
+        == "all 10 lines of 1 minute files accounted for"
+    )
 
 
 @pytest.mark.parametrize("elapsed, unit", [(63_495_000, "nanoseconds"), (63, "milliseconds")])
@@ -106,31 +121,52 @@ def test_a_team_in_the_wrong_unit(settings, resources, elapsed, unit):
     _, evaluations = evaluate(settings, resources, lines)
     assert failing(evaluations) == {
         ("blocks", "elapsed_units"): (
-            "ERROR", f"team median outside the plausible band: WRONGUNIT (median {elapsed:,} µs, looks like {unit}) "
-                     "in 2025/04/23/0600 (3)"),
+            "ERROR",
+            f"team median outside the plausible band: WRONGUNIT (median {elapsed:,} µs, looks like {unit}) "
+            "in 2025/04/23/0600 (3)",
+        ),
     }
     e = evaluations[("blocks", "elapsed_units")]
     assert meta(e, "failing_rows") == 3
-    assert meta(e, "samples")[0] == {"minute_file": KEY, "line_no": 11, "team": "WRONGUNIT", "value": elapsed,
-                                      "looks_like": f"{unit}?"}
+    assert meta(e, "samples")[0] == {
+        "minute_file": KEY,
+        "line_no": 11,
+        "team": "WRONGUNIT",
+        "value": elapsed,
+        "looks_like": f"{unit}?",
+    }
     assert {r["team"]: r["median_us"] for r in meta(e, "per_team_json")} == {
-        "COLORFULNOTION": 91428, "Jam-Duna": 63495, "WRONGUNIT": elapsed}
+        "COLORFULNOTION": 91428,
+        "Jam-Duna": 63495,
+        "WRONGUNIT": elapsed,
+    }
 
 
 def test_one_odd_value_is_a_warning(settings, resources):
     lines = clean_lines()
     lines[-1]["elapsed"] = 63  # one block in ms, but the team's median stays plausible
-    lines.append(in_minute(sample_json("128"), 55) | {"metadata": "team=COLORFULNOTION|codec_len=304", "elapsed": 80000})
-    lines.append(in_minute(sample_json("128"), 56) | {"metadata": "team=COLORFULNOTION|codec_len=304", "elapsed": 85000})
+    lines.append(
+        in_minute(sample_json("128"), 55) | {"metadata": "team=COLORFULNOTION|codec_len=304", "elapsed": 80000}
+    )
+    lines.append(
+        in_minute(sample_json("128"), 56) | {"metadata": "team=COLORFULNOTION|codec_len=304", "elapsed": 85000}
+    )
     _, evaluations = evaluate(settings, resources, lines)
-    assert failing(evaluations) == {("blocks", "elapsed_units"): ("WARN", "1 lines with values that look like another unit in 2025/04/23/0600 (1)")}
+    assert failing(evaluations) == {
+        ("blocks", "elapsed_units"): ("WARN", "1 lines with values that look like another unit in 2025/04/23/0600 (1)")
+    }
 
 
 def test_zero_expected_types_flag_non_zero(settings, resources):
     lines = clean_lines()
     lines[3]["elapsed"] = 1500  # the preimage
     _, evaluations = evaluate(settings, resources, lines)
-    assert failing(evaluations) == {("preimages", "elapsed_units"): ("WARN", "1 lines with non-zero where the spec says zero in 2025/04/23/0600 (1)")}
+    assert failing(evaluations) == {
+        ("preimages", "elapsed_units"): (
+            "WARN",
+            "1 lines with non-zero where the spec says zero in 2025/04/23/0600 (1)",
+        )
+    }
 
 
 @pytest.mark.parametrize(
@@ -146,7 +182,9 @@ def test_malformed_hashes(settings, resources, mutate, value):
     parent = lines[0]["json_encoded"]["header"]["parent"]
     lines[0]["json_encoded"]["header"]["parent"] = bad = mutate(parent)
     _, evaluations = evaluate(settings, resources, lines)
-    assert failing(evaluations) == {("blocks", "hex_formats"): ("ERROR", "1 malformed values (parent 1) in 2025/04/23/0600 (1)")}
+    assert failing(evaluations) == {
+        ("blocks", "hex_formats"): ("ERROR", "1 malformed values (parent 1) in 2025/04/23/0600 (1)")
+    }
     e = evaluations[("blocks", "hex_formats")]
     assert meta(e, "samples") == [{"minute_file": KEY, "line_no": 1, "column": "parent", "value": bad}]
     assert meta(e, "failing_by_column") == {"parent": 1}
@@ -160,10 +198,14 @@ def test_preimage_hash_mismatch(settings, resources):
     lines[3]["metadata"] = lines[3]["metadata"].replace(f"h={right}", f"h={wrong}")
     _, evaluations = evaluate(settings, resources, lines)
     assert failing(evaluations) == {
-        ("preimages", "preimage_hash_matches_h"): ("ERROR", "1 preimages whose BLAKE2b-256 differs from metadata h in 2025/04/23/0600 (1)")}
+        ("preimages", "preimage_hash_matches_h"): (
+            "ERROR",
+            "1 preimages whose BLAKE2b-256 differs from metadata h in 2025/04/23/0600 (1)",
+        )
+    }
     assert meta(evaluations[("preimages", "preimage_hash_matches_h")], "samples") == [
-        {"minute_file": KEY, "line_no": 4, "h": wrong,
-         "preimage_hash": right}]
+        {"minute_file": KEY, "line_no": 4, "h": wrong, "preimage_hash": right}
+    ]
 
 
 def test_codec_len_mismatch(settings, resources):
@@ -171,18 +213,26 @@ def test_codec_len_mismatch(settings, resources):
     lines[7]["metadata"] = "team=COLORFULNOTION|codec_len=100"  # the assurance's codec is 99 bytes
     _, evaluations = evaluate(settings, resources, lines)
     assert failing(evaluations) == {
-        ("raw_log", "codec_len_matches"): ("ERROR", "1 lines whose codec_encoded length differs from metadata codec_len in 2025/04/23/0600 (1)")}
+        ("raw_log", "codec_len_matches"): (
+            "ERROR",
+            "1 lines whose codec_encoded length differs from metadata codec_len in 2025/04/23/0600 (1)",
+        )
+    }
     assert meta(evaluations[("raw_log", "codec_len_matches")], "samples") == [
-        {"minute_file": KEY, "line_no": 8, "codec_len": "100", "codec_bytes": 99}]
+        {"minute_file": KEY, "line_no": 8, "codec_len": "100", "codec_bytes": 99}
+    ]
 
 
 def test_late_lines_are_a_warning(settings, resources):
     lines = clean_lines()
     lines[0]["time"] = "2025-04-23T06:03:30.5Z"  # 3.5 minutes into a one-minute file
     _, evaluations = evaluate(settings, resources, lines)
-    assert failing(evaluations) == {("blocks", "time_in_window"): ("WARN", "1 lines outside their minute ±60 s in 2025/04/23/0600 (1)")}
+    assert failing(evaluations) == {
+        ("blocks", "time_in_window"): ("WARN", "1 lines outside their minute ±60 s in 2025/04/23/0600 (1)")
+    }
     assert meta(evaluations[("blocks", "time_in_window")], "samples") == [
-        {"minute_file": KEY, "line_no": 1, "value": "2025-04-23T06:03:30.500000Z", "seconds_from_minute_start": 210.5}]
+        {"minute_file": KEY, "line_no": 1, "value": "2025-04-23T06:03:30.500000Z", "seconds_from_minute_start": 210.5}
+    ]
 
 
 class DroppingIOManager(TablesIOManager):
@@ -198,11 +248,20 @@ class DroppingIOManager(TablesIOManager):
 
 @pytest.mark.slow
 def test_lost_lines_fail_the_blocking_accounting_check(settings, resources):
-    tampered = {**resources, "table_io_manager": DroppingIOManager(settings=settings, warehouse=resources["table_io_manager"].warehouse)}
+    tampered = {
+        **resources,
+        "table_io_manager": DroppingIOManager(settings=settings, warehouse=resources["table_io_manager"].warehouse),
+    }
     result, evaluations = evaluate_in_dagster(settings, tampered, clean_lines(), raise_on_error=False)
-    assert failing(evaluations) == {("rejected_lines", "lines_accounted"): ("ERROR", "1 minute files do not add up (+1 lines missing) in 2025/04/23/0600 (1)")}
+    assert failing(evaluations) == {
+        ("rejected_lines", "lines_accounted"): (
+            "ERROR",
+            "1 minute files do not add up (+1 lines missing) in 2025/04/23/0600 (1)",
+        )
+    }
     assert meta(evaluations[("rejected_lines", "lines_accounted")], "samples") == [
-        {"minute_file": KEY, "lines_in_file": 10, "lines_in_outputs": 9}]
+        {"minute_file": KEY, "lines_in_file": 10, "lines_in_outputs": 9}
+    ]
     # Blocking: the step fails, so the minute file does not look healthy; the data stays as written.
     assert not result.success
     assert (settings.export_root / "blocks" / f"{KEY}.jsonl").read_bytes().count(b"\n") == 1
@@ -224,6 +283,8 @@ def test_a_check_over_many_minute_files_names_the_failing_ones(settings):
     exports = quality.Exports(settings.export_root, keys)
     outcome = quality.check_hex_formats(exports, "blocks")
     exports.close()
-    assert outcome.headline == ("5 malformed values (parent 5) in 2025/04/23/0601 (1), 2025/04/23/0602 (1), "
-                                "2025/04/23/0603 (1) and 2 more minute files")
+    assert outcome.headline == (
+        "5 malformed values (parent 5) in 2025/04/23/0601 (1), 2025/04/23/0602 (1), "
+        "2025/04/23/0603 (1) and 2 more minute files"
+    )
     assert checks._metadata(outcome)["failing_minute_files"].value == {k: 1 for k in bad_minutes}

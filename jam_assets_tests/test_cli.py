@@ -4,7 +4,7 @@ import os
 import re
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
@@ -18,16 +18,29 @@ pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: n
 
 
 def jam_etl(tmp_path, *args, **env):
-    full_env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "JAM_EXPORT_DIR": str(tmp_path / "exports"), **env}
-    return subprocess.run([sys.executable, "-m", "jam_assets.cli", *args], cwd=PROJECT, env=full_env,
-                          capture_output=True, text=True, timeout=300)
+    full_env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "JAM_EXPORT_DIR": str(tmp_path / "exports"),
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "jam_assets.cli", *args],
+        cwd=PROJECT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_run_processes_another_log_tree_and_prints_the_summary(tmp_path, monkeypatch):
     logs = tmp_path / "logs"
-    write_minutes(logs, TINY, datetime(2025, 4, 23, 6, 0, tzinfo=timezone.utc), 3, seed=5)
+    write_minutes(logs, TINY, datetime(2025, 4, 23, 6, 0, tzinfo=UTC), 3, seed=5)
     # A flat folder file too: HHMM.log dated by its first line.
-    (logs / "0700.log").write_bytes(sample_line("141").replace(b"2025-04-24T23:39", b"2025-04-23T07:00") + b"\nnot json\n")
+    (logs / "0700.log").write_bytes(
+        sample_line("141").replace(b"2025-04-24T23:39", b"2025-04-23T07:00") + b"\nnot json\n"
+    )
     done = jam_etl(tmp_path, "run", JAM_LOG_DIR=str(logs))
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -35,9 +48,20 @@ def test_run_processes_another_log_tree_and_prints_the_summary(tmp_path, monkeyp
     assert "materializing 2025/04/23/0600 ... 2025/04/23/0700 in one run" in out
     assert "Summary: 4 files, " in out and ", 1 rejected lines" in out
     rows = dict(re.findall(r"^  (\w+) +([\d,]+)$", out, re.M))
-    assert rows == {"blocks": "30", "validatorstatistics": "180", "corestatistics": "60", "servicestatistics": "15",
-                    "workreports": "7", "preimages": "1", "assurances": "1", "tickets": "0",
-                    "workpackages": "0", "services": "0", "segments": "0", "rejected_lines": "1"}
+    assert rows == {
+        "blocks": "30",
+        "validatorstatistics": "180",
+        "corestatistics": "60",
+        "servicestatistics": "15",
+        "workreports": "7",
+        "preimages": "1",
+        "assurances": "1",
+        "tickets": "0",
+        "workpackages": "0",
+        "services": "0",
+        "segments": "0",
+        "rejected_lines": "1",
+    }
 
     # Opened as DAGSTER_HOME, not with instance_for_test(temp_dir=...), which would write its own
     # dagster.yaml through the home's symlink over the project's.
@@ -45,7 +69,11 @@ def test_run_processes_another_log_tree_and_prints_the_summary(tmp_path, monkeyp
     with dg.DagsterInstance.get() as instance:
         assert isinstance(instance.event_log_storage, BatchedSqliteEventLogStorage)
         assert instance.get_dynamic_partitions("minute_files") == [
-            "2025/04/23/0600", "2025/04/23/0601", "2025/04/23/0602", "2025/04/23/0700"]
+            "2025/04/23/0600",
+            "2025/04/23/0601",
+            "2025/04/23/0602",
+            "2025/04/23/0700",
+        ]
         (run,) = instance.get_runs()
         assert run.tags["dagster/asset_partition_range_start"] == "2025/04/23/0600"
 
@@ -59,6 +87,8 @@ def test_run_explains_a_bad_log_dir_without_a_traceback(tmp_path):
     assert done.stderr == f"jam-etl: JAM_LOG_DIR {tmp_path / 'missing'} is not a folder\n"
     (tmp_path / "empty").mkdir()
     done = jam_etl(tmp_path, "run", JAM_LOG_DIR=str(tmp_path / "empty"))
-    assert done.stderr == f"jam-etl: no closed minute files (YYYY/MM/DD/HHMM.log or HHMM.log) under {tmp_path / 'empty'}\n"
+    assert (
+        done.stderr == f"jam-etl: no closed minute files (YYYY/MM/DD/HHMM.log or HHMM.log) under {tmp_path / 'empty'}\n"
+    )
     done = jam_etl(tmp_path, "run", JAM_LOG_DIR=str(tmp_path / "empty"), JAM_TEAM_ALIASES="JAMDUNA")
     assert done.stderr == "jam-etl: JAM_TEAM_ALIASES: 'JAMDUNA' is not NAME=Alias (pairs are separated by commas)\n"

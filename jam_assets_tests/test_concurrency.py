@@ -4,7 +4,7 @@ both finish, no lock error, no lost or duplicated row."""
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import duckdb
 import pytest
@@ -20,18 +20,31 @@ def test_two_concurrent_runs_share_duckdb(tmp_path):
     procs = []
     for i, minute in enumerate((0, 1)):
         logs = tmp_path / f"logs{i}"
-        key_time = datetime(2025, 4, 23, 6, minute, tzinfo=timezone.utc)
-        Generator(TINY, seed=i).write_file_of_size(logs / key_time.strftime("%Y/%m/%d/%H%M.log"), 12 * 1024 * 1024, key_time)
-        env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "JAM_LOG_DIR": str(logs),
-               "JAM_EXPORT_DIR": str(tmp_path / "exports")}
-        procs.append(subprocess.Popen([sys.executable, "-m", "jam_assets.cli", "run"], cwd=PROJECT, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        key_time = datetime(2025, 4, 23, 6, minute, tzinfo=UTC)
+        Generator(TINY, seed=i).write_file_of_size(
+            logs / key_time.strftime("%Y/%m/%d/%H%M.log"), 12 * 1024 * 1024, key_time
+        )
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(tmp_path / "home"),
+            "JAM_LOG_DIR": str(logs),
+            "JAM_EXPORT_DIR": str(tmp_path / "exports"),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "jam_assets.cli", "run"],
+                cwd=PROJECT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        )
     outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out
         assert "Could not set lock" not in out and "Conflicting lock" not in out, out
     expected = {}
-    for i, key in enumerate(("2025/04/23/0600", "2025/04/23/0601")):
+    for key in ("2025/04/23/0600", "2025/04/23/0601"):
         expected[key] = len((tmp_path / "exports" / "blocks" / f"{key}.jsonl").read_bytes().splitlines())
     with duckdb.connect(str(tmp_path / "exports" / "jam.duckdb"), read_only=True) as conn:
         got = dict(conn.execute("SELECT minute_file, count(*) FROM blocks GROUP BY 1").fetchall())

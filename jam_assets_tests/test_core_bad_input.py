@@ -113,7 +113,11 @@ def test_unknown_msg_type():
         ({"time": ...}, "missing_field", "time is missing"),
         ({"msg_type": ...}, "missing_field", "msg_type is missing"),
         ({"time": "23/04/2025 06:00"}, "bad_value", "time is not RFC 3339: '23/04/2025 06:00'"),
-        ({"time": "2025-02-30T06:00:00Z"}, "bad_value", "time is not a valid date: '2025-02-30T06:00:00Z' (day is out of range for month)"),
+        (
+            {"time": "2025-02-30T06:00:00Z"},
+            "bad_value",
+            "time is not a valid date: '2025-02-30T06:00:00Z' (day is out of range for month)",
+        ),
         ({"time": 1745388006}, "bad_value", "time must be a string, got 1745388006"),
         ({"msg_type": "1x"}, "bad_value", "msg_type must be a string of digits, got '1x'"),
         ({"elapsed": -5}, "bad_value", "elapsed must be a whole, non-negative number of microseconds, got -5"),
@@ -160,7 +164,10 @@ def test_integer_beyond_64_bits():
     line = sample_json("143")
     line["json_encoded"]["balance"] = 2**63
     r = rejected_only(orjson.dumps(line))
-    assert (r["reason"], r["detail"]) == ("bad_value", "services.balance = 9223372036854775808 does not fit a 64-bit INTEGER")
+    assert (r["reason"], r["detail"]) == (
+        "bad_value",
+        "services.balance = 9223372036854775808 does not fit a 64-bit INTEGER",
+    )
 
 
 def test_statistics_with_nothing_in_them():
@@ -208,7 +215,13 @@ def test_a_binary_blob_is_rejected_line_by_line_and_recoverable():
     assert summary.lines_with_rows == 0
     rebuilt = b"\n".join(recover_raw(r) for r in sorted(rows["rejected_lines"], key=lambda r: r["line_no"]))
     assert rebuilt == blob
-    assert set(summary.rejected_by_reason) <= {"invalid_utf8", "invalid_json", "truncated_line", "blank_line", "not_an_object"}
+    assert set(summary.rejected_by_reason) <= {
+        "invalid_utf8",
+        "invalid_json",
+        "truncated_line",
+        "blank_line",
+        "not_an_object",
+    }
 
 
 def test_a_rejected_first_line_keeps_its_byte_order_mark_and_chunk_edges_lose_nothing(monkeypatch):

@@ -91,8 +91,18 @@ def test_statistics_13_real():
         for i in range(6)
     ]
     cores = [
-        {**common, "core": i, "da_load": 0, "popularity": 0, "imports": 0, "exports": 0, "extrinsic_size": 0,
-         "extrinsic_count": 0, "bundle_size": 0, "gas_used": 0}
+        {
+            **common,
+            "core": i,
+            "da_load": 0,
+            "popularity": 0,
+            "imports": 0,
+            "exports": 0,
+            "extrinsic_size": 0,
+            "extrinsic_count": 0,
+            "bundle_size": 0,
+            "gas_used": 0,
+        }
         for i in range(2)
     ]
     # services is [] in this sample: no servicestatistics rows, and no row is invented.
@@ -101,16 +111,42 @@ def test_statistics_13_real():
 
 def test_statistics_service_rows():
     line = sample_json("13")
-    record = {f: n for n, f in enumerate(
-        ["provided_count", "provided_size", "refinement_count", "refinement_gas_used", "imports", "exports",
-         "extrinsic_size", "extrinsic_count", "accumulate_count", "accumulate_gas_used", "on_transfers_count",
-         "on_transfers_gas_used"], start=1)}
+    record = {
+        f: n
+        for n, f in enumerate(
+            [
+                "provided_count",
+                "provided_size",
+                "refinement_count",
+                "refinement_gas_used",
+                "imports",
+                "exports",
+                "extrinsic_size",
+                "extrinsic_count",
+                "accumulate_count",
+                "accumulate_gas_used",
+                "on_transfers_count",
+                "on_transfers_gas_used",
+            ],
+            start=1,
+        )
+    }
     record["accumulate_gas_used"] = 2**40  # gas overflows 32 bits
     line["json_encoded"]["services"] = [{"id": 3073449728, "record": record}]
     rows, _ = derive(orjson.dumps(line) + b"\n", MF)
     assert rows["servicestatistics"] == [
-        {"minute_file": MF, "minute_start": MS, "line_no": 1, "time": "2025-04-23T06:00:06.285747Z", "slot": 1609201, "team": "Jam-Duna",
-         "sender_id": None, "elapsed": None, "service_id": 3073449728, **record}
+        {
+            "minute_file": MF,
+            "minute_start": MS,
+            "line_no": 1,
+            "time": "2025-04-23T06:00:06.285747Z",
+            "slot": 1609201,
+            "team": "Jam-Duna",
+            "sender_id": None,
+            "elapsed": None,
+            "service_id": 3073449728,
+            **record,
+        }
     ]
 
 
@@ -367,7 +403,10 @@ def test_statistics_odd_shapes_take_the_general_path():
     line = sample_json("13")
     line["json_encoded"]["vals_current"][2]["blocks"] = 1.5
     rows, summary = derive(orjson.dumps(line) + b"\n", MF)
-    assert rows["rejected_lines"][0]["detail"] == "current_blocks (vals_current[validator_id].blocks) must be an integer, got 1.5"
+    assert (
+        rows["rejected_lines"][0]["detail"]
+        == "current_blocks (vals_current[validator_id].blocks) must be an integer, got 1.5"
+    )
     line = sample_json("13")
     del line["json_encoded"]["vals_last"][5]["guarantees"]
     line["json_encoded"]["cores"][1]["gas_used"] = 2**62
@@ -408,7 +447,9 @@ def test_statistics_records_that_are_not_plain_get_the_general_path():
     assert rows["validatorstatistics"][3]["last_tickets"] is None
     # Negative and large values, reordered keys and a string value.
     rows = both(lambda p: p["vals_last"][1].update(blocks=-4, tickets=2**60))
-    assert rows["validatorstatistics"][1]["last_blocks"] == -4 and rows["validatorstatistics"][1]["last_tickets"] == 2**60
+    assert (
+        rows["validatorstatistics"][1]["last_blocks"] == -4 and rows["validatorstatistics"][1]["last_tickets"] == 2**60
+    )
     rows = both(lambda p: p["cores"].__setitem__(0, dict(reversed(list(p["cores"][0].items())))))
     assert len(rows["corestatistics"]) == 2
     rows = both(lambda p: p["vals_current"][2].update(guarantees="7"))

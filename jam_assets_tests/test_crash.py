@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import duckdb
 import pytest
@@ -22,10 +22,20 @@ KEY = "2025/04/23/0600"
 
 
 def start(tmp_path, exports):
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "JAM_LOG_DIR": str(tmp_path / "logs"),
-           "JAM_EXPORT_DIR": str(exports)}
-    return subprocess.Popen([sys.executable, "-m", "jam_assets.cli", "run"], cwd=PROJECT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "JAM_LOG_DIR": str(tmp_path / "logs"),
+        "JAM_EXPORT_DIR": str(exports),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "jam_assets.cli", "run"],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def outputs(exports):
@@ -38,7 +48,7 @@ def outputs(exports):
 def test_sigkill_mid_write_then_rerun(tmp_path):
     log = tmp_path / "logs" / f"{KEY}.log"
     # A big minute file, so the run is still writing when it is killed.
-    Generator(TINY, seed=2).write_file_of_size(log, 60 * 1024 * 1024, datetime(2025, 4, 23, 6, 0, tzinfo=timezone.utc))
+    Generator(TINY, seed=2).write_file_of_size(log, 60 * 1024 * 1024, datetime(2025, 4, 23, 6, 0, tzinfo=UTC))
 
     clean = start(tmp_path, tmp_path / "clean")
     assert clean.wait(300) == 0, clean.stdout.read().decode()

@@ -3,7 +3,7 @@ stock event log and the public per-partition metadata path records the same mate
 batched storage with the private accumulator, and says (once) that it took the slow path."""
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
@@ -23,12 +23,14 @@ KEYS = [f"2025/04/23/06{m:02d}" for m in range(3)]
 def logs(settings):
     gen = Generator(TINY, seed=6)
     for key in KEYS:
-        gen.write_minute(settings.log_root, datetime.strptime(key, "%Y/%m/%d/%H%M").replace(tzinfo=timezone.utc))
+        gen.write_minute(settings.log_root, datetime.strptime(key, "%Y/%m/%d/%H%M").replace(tzinfo=UTC))
 
 
 def materializations(instance, resources) -> list:
     instance.add_dynamic_partitions(minute_files.name, KEYS)
-    result = dg.materialize([minute_file_tables], instance=instance, resources=resources, tags=range_tags(KEYS[0], KEYS[-1]))
+    result = dg.materialize(
+        [minute_file_tables], instance=instance, resources=resources, tags=range_tags(KEYS[0], KEYS[-1])
+    )
     assert result.success
     out = []
     for event in result.get_asset_materialization_events():
@@ -38,8 +40,13 @@ def materializations(instance, resources) -> list:
 
 
 def test_the_public_path_gives_the_same_materializations(settings, resources, logs, tmp_path, monkeypatch, caplog):
-    overrides = {"event_log_storage": {"module": "jam_assets._dagster_compat", "class": "BatchedSqliteEventLogStorage",
-                                       "config": {"base_dir": str(tmp_path / "fast" / "history" / "runs")}}}
+    overrides = {
+        "event_log_storage": {
+            "module": "jam_assets._dagster_compat",
+            "class": "BatchedSqliteEventLogStorage",
+            "config": {"base_dir": str(tmp_path / "fast" / "history" / "runs")},
+        }
+    }
     (tmp_path / "fast").mkdir()
     with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path / "fast")) as fast:
         expected = materializations(fast, resources)
@@ -52,8 +59,10 @@ def test_the_public_path_gives_the_same_materializations(settings, resources, lo
     assert actual == expected
     assert len(expected) == 13 * len(KEYS)
     warnings = [r.getMessage() for r in caplog.records if "internals changed" in r.getMessage()]
-    assert warnings == ["jam_assets: per-partition metadata: Dagster's internals changed (the step's metadata "
-                        "accumulator is not where it was); using the public path, which is slower"]
+    assert warnings == [
+        "jam_assets: per-partition metadata: Dagster's internals changed (the step's metadata "
+        "accumulator is not where it was); using the public path, which is slower"
+    ]
 
 
 def test_a_home_configures_the_batched_storage_only_when_the_internals_are_there(tmp_path, monkeypatch):

@@ -43,11 +43,15 @@ def bare_env() -> dict[str, str]:
 
 
 def entries(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*") if "__pycache__" not in p.parts and ".venv" not in p.parts}
+    return {
+        str(p.relative_to(root)) for p in root.rglob("*") if "__pycache__" not in p.parts and ".venv" not in p.parts
+    }
 
 
-@pytest.mark.parametrize("command", [["dg", "check", "defs"], ["dg", "list", "defs"],
-                                     ["dagster", "definitions", "validate", "-w", "workspace.yaml"]])
+@pytest.mark.parametrize(
+    "command",
+    [["dg", "check", "defs"], ["dg", "list", "defs"], ["dagster", "definitions", "validate", "-w", "workspace.yaml"]],
+)
 def test_the_command_succeeds_and_creates_nothing(checkout, command):
     before = entries(checkout)
     done = subprocess.run(command, cwd=checkout, env=bare_env(), capture_output=True, text=True, timeout=300)
@@ -67,24 +71,38 @@ def _free_port() -> int:
 @pytest.mark.parametrize("command", [["dg", "dev"], ["dagster", "dev"]])
 def test_the_dev_server_serves_the_code_location(checkout, command):
     port = _free_port()
-    proc = subprocess.Popen([*command, "-h", "127.0.0.1", "-p", str(port)], cwd=checkout, env=bare_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [*command, "-h", "127.0.0.1", "-p", str(port)],
+        cwd=checkout,
+        env=bare_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         locations = None
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                answer = requests.post(f"http://127.0.0.1:{port}/graphql", timeout=5, json={"query": (
-                    "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
-                    "locationOrLoadError { __typename } } } } }")})
+                answer = requests.post(
+                    f"http://127.0.0.1:{port}/graphql",
+                    timeout=5,
+                    json={
+                        "query": (
+                            "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+                            "locationOrLoadError { __typename } } } } }"
+                        )
+                    },
+                )
                 locations = answer.json()["data"]["workspaceOrError"]["locationEntries"]
                 if locations and all(e["loadStatus"] == "LOADED" for e in locations):
                     break
             except (requests.RequestException, KeyError, TypeError, ValueError):
                 pass
             time.sleep(1)
-        assert locations == [{"name": "jam_assets", "loadStatus": "LOADED",
-                              "locationOrLoadError": {"__typename": "RepositoryLocation"}}], locations
+        assert locations == [
+            {"name": "jam_assets", "loadStatus": "LOADED", "locationOrLoadError": {"__typename": "RepositoryLocation"}}
+        ], locations
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

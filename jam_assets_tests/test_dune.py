@@ -5,7 +5,7 @@ import logging
 import os
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import orjson
@@ -22,7 +22,7 @@ from .dune_standin import DuneStandIn, FakeClock
 
 KEY = "sk-test-secret-123"
 NS = "jamteam"
-NOW = datetime(2025, 4, 24, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 4, 24, 0, 0, tzinfo=UTC)
 LOG = logging.getLogger("dune-test")
 A, B = "2025/04/23/0600", "2025/04/23/0601"
 CREATE, INSERT = "create", "insert"
@@ -457,9 +457,18 @@ def test_the_daily_leaderboard_is_uploaded_and_a_changed_day_replaces_it(root, d
         staged.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
         publish(staged, day_export_path(root, "leaderboard", "2025-04-23"))
 
-    row = lambda team, rank: {"day": "2025-04-23", "team": team, "metric": "block_author", "values": 12,
-                              "median_us": 50_000 * rank, "p90_us": 90_000, "min_us": 1_000, "max_us": 99_000,
-                              "rank": rank, "flag": None}
+    row = lambda team, rank: {
+        "day": "2025-04-23",
+        "team": team,
+        "metric": "block_author",
+        "values": 12,
+        "median_us": 50_000 * rank,
+        "p90_us": 90_000,
+        "min_us": 1_000,
+        "max_us": 99_000,
+        "rank": rank,
+        "flag": None,
+    }
     publish_day([row("A", 1), row("B", 2), row("C", 3)])
     assert run(root, config(dune.url), clock, now=NOW).tables["leaderboard"].files == 0  # the day is not over + settled
     later = NOW + timedelta(hours=2)

@@ -5,7 +5,7 @@ same partition, and every output is exact: no DuckDB lock error, no lost or dupl
 import os
 import socket
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -20,7 +20,7 @@ from jam_assets.core import schema
 from jam_assets.devserver import dagster_dev as dev_server
 from jam_assets.home import instance_at, prepare_home
 
-from .helpers import PROJECT, sample_json
+from .helpers import sample_json
 
 pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: not in `make test-fast`
 
@@ -49,7 +49,7 @@ def wait_for(what: str, predicate, timeout: float, proc=None):
 
 
 def block_lines(key: str, n: int, team: str) -> bytes:
-    when = datetime.strptime(key, "%Y/%m/%d/%H%M").replace(tzinfo=timezone.utc)
+    when = datetime.strptime(key, "%Y/%m/%d/%H%M").replace(tzinfo=UTC)
     out = []
     for i in range(n):
         line = sample_json("128")
@@ -65,11 +65,23 @@ def dagster_dev(tmp_path):
     prepare_home(home)
     logs.mkdir()
     port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "JAM_LOG_DIR": str(logs), "JAM_EXPORT_DIR": str(exports),
-           "JAM_GRACE_SECONDS": "1"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "JAM_LOG_DIR": str(logs),
+        "JAM_EXPORT_DIR": str(exports),
+        "JAM_GRACE_SECONDS": "1",
+    }
     with dev_server(env, port, tmp_path / "dagster-dev.log") as proc:
         wait_for("the webserver", lambda: _up(port), 120, proc)
-        yield {"port": port, "home": home, "logs": logs, "exports": exports, "proc": proc, "log": tmp_path / "dagster-dev.log"}
+        yield {
+            "port": port,
+            "home": home,
+            "logs": logs,
+            "exports": exports,
+            "proc": proc,
+            "log": tmp_path / "dagster-dev.log",
+        }
 
 
 def _up(port: int) -> bool:
@@ -81,7 +93,9 @@ def _up(port: int) -> bool:
 
 def materialized(home: Path, keys: set[str]) -> bool:
     with instance_at(home) as instance:
-        return all(keys <= instance.get_materialized_partitions(dg.AssetKey(t)) for t in ("raw_log", *schema.ALL_TABLES))
+        return all(
+            keys <= instance.get_materialized_partitions(dg.AssetKey(t)) for t in ("raw_log", *schema.ALL_TABLES)
+        )
 
 
 def runs(home: Path) -> list:
@@ -91,7 +105,7 @@ def runs(home: Path) -> list:
 
 def test_sensor_ingest_and_a_graphql_backfill_overlapping_it(dagster_dev):
     home, logs, exports = dagster_dev["home"], dagster_dev["logs"], dagster_dev["exports"]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     keys = [(now - timedelta(minutes=m)).strftime("%Y/%m/%d/%H%M") for m in (4, 3)]
     for key, n in zip(keys, (3, 4)):
         path = logs / f"{key}.log"
@@ -103,8 +117,9 @@ def test_sensor_ingest_and_a_graphql_backfill_overlapping_it(dagster_dev):
     # A backfill over both minutes, launched as the UI launches it...
     client = DagsterGraphQLClient("127.0.0.1", port_number=dagster_dev["port"])
     selection = [{"path": [t]} for t in ("raw_log", *schema.ALL_TABLES)]
-    launched = client._execute(LAUNCH_PARTITION_BACKFILL_MUTATION,
-                               {"backfillParams": {"partitionNames": keys, "assetSelection": selection}})
+    launched = client._execute(
+        LAUNCH_PARTITION_BACKFILL_MUTATION, {"backfillParams": {"partitionNames": keys, "assetSelection": selection}}
+    )
     backfill_id = launched["launchPartitionBackfill"]["backfillId"]
     # ...while late lines arrive in the first minute, so the sensor re-runs it over the backfill.
     with (logs / f"{keys[0]}.log").open("ab") as f:
@@ -112,7 +127,11 @@ def test_sensor_ingest_and_a_graphql_backfill_overlapping_it(dagster_dev):
 
     def backfill_done():
         status = client._execute(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
-        return status if status["status"] in ("COMPLETED", "COMPLETED_SUCCESS", "FAILED", "COMPLETED_FAILED", "CANCELED") else None
+        return (
+            status
+            if status["status"] in ("COMPLETED", "COMPLETED_SUCCESS", "FAILED", "COMPLETED_FAILED", "CANCELED")
+            else None
+        )
 
     status = wait_for("the backfill", backfill_done, 240, dagster_dev["proc"])
     assert status["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), status
@@ -120,7 +139,9 @@ def test_sensor_ingest_and_a_graphql_backfill_overlapping_it(dagster_dev):
 
     def settled():
         all_runs = runs(home)
-        rerun = [r for r in all_runs if r.tags.get("dagster/partition") == keys[0] and r.tags.get("dagster/sensor_name")]
+        rerun = [
+            r for r in all_runs if r.tags.get("dagster/partition") == keys[0] and r.tags.get("dagster/sensor_name")
+        ]
         # The first ingest was one range run over both minutes; the late lines give a run of keys[0] alone.
         return all_runs if rerun and all(r.is_finished for r in all_runs) else None
 

@@ -3,7 +3,7 @@
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
@@ -18,11 +18,20 @@ from jam_assets.defs.partitions import minute_files, range_tags
 pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: not in `make test-fast`
 
 KEYS = [f"2025/04/23/06{m:02d}" for m in range(5)]
+
+
 def batched_instance(tmp_path):
     """A test instance with the batched event log, configured as jam_assets.home configures it."""
-    overrides = {"event_log_storage": {"module": "jam_assets._dagster_compat", "class": "BatchedSqliteEventLogStorage",
-                                       "config": {"base_dir": str(tmp_path / "history" / "runs")}}}
+    overrides = {
+        "event_log_storage": {
+            "module": "jam_assets._dagster_compat",
+            "class": "BatchedSqliteEventLogStorage",
+            "config": {"base_dir": str(tmp_path / "history" / "runs")},
+        }
+    }
     return dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path))
+
+
 ASSETS = ("raw_log", "blocks", "workreports", "rejected_lines")
 
 
@@ -30,7 +39,7 @@ ASSETS = ("raw_log", "blocks", "workreports", "rejected_lines")
 def logs(settings):
     gen = Generator(TINY, seed=4)
     for key in KEYS:
-        gen.write_minute(settings.log_root, datetime.strptime(key, "%Y/%m/%d/%H%M").replace(tzinfo=timezone.utc))
+        gen.write_minute(settings.log_root, datetime.strptime(key, "%Y/%m/%d/%H%M").replace(tzinfo=UTC))
     return settings.log_root
 
 
@@ -42,7 +51,9 @@ def single_materializations(monkeypatch):
 
     def store_event(self, event):
         if event.dagster_event and event.dagster_event.event_type in (
-            DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_MATERIALIZATION_PLANNED):
+            DagsterEventType.ASSET_MATERIALIZATION,
+            DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+        ):
             seen.append(event.dagster_event.asset_key)
         return original(self, event)
 
@@ -59,8 +70,9 @@ def materialize_twice(instance, resources) -> tuple[str, str]:
     instance.add_dynamic_partitions(minute_files.name, KEYS)
     run_ids = []
     for _ in range(2):
-        result = dg.materialize([minute_file_tables], instance=instance, resources=resources,
-                                tags=range_tags(KEYS[0], KEYS[-1]))
+        result = dg.materialize(
+            [minute_file_tables], instance=instance, resources=resources, tags=range_tags(KEYS[0], KEYS[-1])
+        )
         assert result.success
         run_ids.append(result.run_id)
     return run_ids[0], run_ids[1]
@@ -86,18 +98,29 @@ def recorded(instance, run_ids) -> dict:
             "indexed_tags": sorted(tuple(sorted(t)) for t in instance.get_event_tags_for_asset(key)),
             "partitions": sorted(instance.get_materialized_partitions(key)),
             "events": sorted(
-                (order[r.run_id], r.partition_key, tuple(sorted((k, repr(v.value)) for k, v in r.asset_materialization.metadata.items()
-                                                              if k != "warehouse_write")))  # timings differ
+                (
+                    order[r.run_id],
+                    r.partition_key,
+                    tuple(
+                        sorted(
+                            (k, repr(v.value))
+                            for k, v in r.asset_materialization.metadata.items()
+                            if k != "warehouse_write"
+                        )
+                    ),
+                )  # timings differ
                 for r in records
             ),
             "latest": (order[latest.run_id], latest.dagster_event.partition in KEYS),
-            "storage_ids_ascend": [r.storage_id for r in records] == sorted((r.storage_id for r in records), reverse=True),
+            "storage_ids_ascend": [r.storage_id for r in records]
+            == sorted((r.storage_id for r in records), reverse=True),
         }
     return out
 
 
-def test_a_range_run_records_the_same_events_as_dagsters_storage_in_batches(settings, resources, logs, single_materializations,
-                                                                             monkeypatch, tmp_path):
+def test_a_range_run_records_the_same_events_as_dagsters_storage_in_batches(
+    settings, resources, logs, single_materializations, monkeypatch, tmp_path
+):
     monkeypatch.delenv("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", raising=False)
     with dg.instance_for_test() as stock:
         assert type(stock.event_log_storage) is SqliteEventLogStorage
@@ -116,7 +139,9 @@ def test_a_range_run_records_the_same_events_as_dagsters_storage_in_batches(sett
         assert single_materializations == []
         assert planned_events(batched, runs[0]) == 13 * len(KEYS)  # per minute file, so failures show per minute
 
-    differing = {(a, k): (actual[a][k], expected[a][k]) for a in expected for k in expected[a] if actual[a][k] != expected[a][k]}
+    differing = {
+        (a, k): (actual[a][k], expected[a][k]) for a in expected for k in expected[a] if actual[a][k] != expected[a][k]
+    }
     assert differing == {}
     assert expected["raw_log"]["partitions"] == KEYS
     assert len(expected["blocks"]["events"]) == 2 * len(KEYS)
@@ -133,16 +158,26 @@ def test_a_failed_range_run_marks_each_of_its_minute_files_failed(settings, reso
         def handle_output(self, context, obj):
             raise dg.Failure("the warehouse is down", allow_retries=False)  # no RetryPolicy waits in a test
 
-    failing = {**resources, "table_io_manager": Failing(settings=settings, warehouse=resources["table_io_manager"].warehouse)}
+    failing = {
+        **resources,
+        "table_io_manager": Failing(settings=settings, warehouse=resources["table_io_manager"].warehouse),
+    }
     with batched_instance(tmp_path) as instance:
         instance.add_dynamic_partitions(minute_files.name, KEYS)
-        result = dg.materialize([minute_file_tables], instance=instance, resources=failing,
-                                tags=range_tags(KEYS[0], KEYS[-1]), raise_on_error=False, selection=["blocks"])
+        result = dg.materialize(
+            [minute_file_tables],
+            instance=instance,
+            resources=failing,
+            tags=range_tags(KEYS[0], KEYS[-1]),
+            raise_on_error=False,
+            selection=["blocks"],
+        )
         assert not result.success
         status = instance.get_status_by_partition(dg.AssetKey("blocks"), KEYS, minute_files)
         assert status == {k: dg.AssetPartitionStatus.FAILED for k in KEYS}
-        assert dg.materialize([minute_file_tables], instance=instance, resources=resources,
-                              partition_key=KEYS[1], selection=["blocks"]).success
+        assert dg.materialize(
+            [minute_file_tables], instance=instance, resources=resources, partition_key=KEYS[1], selection=["blocks"]
+        ).success
         status = instance.get_status_by_partition(dg.AssetKey("blocks"), KEYS, minute_files)
         assert status[KEYS[1]] == dg.AssetPartitionStatus.MATERIALIZED
         assert [status[k] for k in KEYS if k != KEYS[1]] == [dg.AssetPartitionStatus.FAILED] * (len(KEYS) - 1)
@@ -170,6 +205,7 @@ def test_a_run_turns_event_batching_on_unless_told_otherwise(settings, resources
         monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", given)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(minute_files.name, KEYS[:1])
-        assert dg.materialize([minute_file_tables], instance=instance, resources=resources, partition_key=KEYS[0],
-                              selection=["blocks"]).success
+        assert dg.materialize(
+            [minute_file_tables], instance=instance, resources=resources, partition_key=KEYS[0], selection=["blocks"]
+        ).success
     assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == expected

@@ -25,10 +25,20 @@ def test_the_instance_make_creates_limits_the_warehouse_pool_to_one(tmp_path):
         assert instance.event_log_storage.get_concurrency_info(POOL).limit == 1
 
     write_minute(tmp_path / "logs", "2025/04/23/0600", [sample_line("128")])
-    env = {**os.environ, "DAGSTER_HOME": str(home), "JAM_LOG_DIR": str(tmp_path / "logs"),
-           "JAM_EXPORT_DIR": str(tmp_path / "exports")}
-    done = subprocess.run([sys.executable, "-m", "jam_assets.cli", "run"], cwd=PROJECT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "JAM_LOG_DIR": str(tmp_path / "logs"),
+        "JAM_EXPORT_DIR": str(tmp_path / "exports"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "jam_assets.cli", "run"],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     with instance_at(home) as instance:
         info = instance.event_log_storage.get_concurrency_info(POOL)

@@ -1,7 +1,7 @@
 """Keys, flat folders, pruned scans, and the sensor's tick plan (pure, no Dagster)."""
 
 import os
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -10,7 +10,7 @@ from jam_assets.core.watch import WatchCursor, plan_from_disk, plan_tick, scan_s
 
 from .helpers import sample_line, write_minute
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def line_at(when: str) -> bytes:
@@ -46,7 +46,12 @@ def test_flat_folder_dates_come_from_the_first_line(tmp_path):
 def test_scan_prunes_old_days(tmp_path):
     for key in ("2024/12/31/2359", "2025/04/22/0600", "2025/04/23/0600", "2025/04/23/0601"):
         write_minute(tmp_path, key, [b"{}"])
-    assert [f.key for f in mf.scan(tmp_path)] == ["2024/12/31/2359", "2025/04/22/0600", "2025/04/23/0600", "2025/04/23/0601"]
+    assert [f.key for f in mf.scan(tmp_path)] == [
+        "2024/12/31/2359",
+        "2025/04/22/0600",
+        "2025/04/23/0600",
+        "2025/04/23/0601",
+    ]
     assert [f.key for f in mf.scan(tmp_path, date(2025, 4, 23))] == ["2025/04/23/0600", "2025/04/23/0601"]
 
 
@@ -58,8 +63,14 @@ NOW = datetime(2025, 4, 23, 6, 3, 20, tzinfo=UTC)
 
 
 def test_plan_new_closed_files_and_the_open_minute():
-    plan = plan_tick(files(("2025/04/23/0601", 10), ("2025/04/23/0602", 10), ("2025/04/23/0603", 5)),
-                     WatchCursor(), NOW, 10, 3600, registered=set())
+    plan = plan_tick(
+        files(("2025/04/23/0601", 10), ("2025/04/23/0602", 10), ("2025/04/23/0603", 5)),
+        WatchCursor(),
+        NOW,
+        10,
+        3600,
+        registered=set(),
+    )
     assert [f.key for f in plan.new] == ["2025/04/23/0601", "2025/04/23/0602"]
     assert plan.waiting == ["2025/04/23/0603"]
     assert plan.cursor.high_water == "2025/04/23/0602"
@@ -68,12 +79,24 @@ def test_plan_new_closed_files_and_the_open_minute():
 
 def test_plan_unchanged_is_quiet_grown_is_requested_gone_is_reported():
     cursor = WatchCursor("2025/04/23/0602", {"2025/04/23/0601": "10-1", "2025/04/23/0602": "10-1"})
-    plan = plan_tick(files(("2025/04/23/0601", 10), ("2025/04/23/0603", 4)), cursor,
-                     NOW + timedelta(minutes=1), 10, 3600, registered={"2025/04/23/0601", "2025/04/23/0602"})
+    plan = plan_tick(
+        files(("2025/04/23/0601", 10), ("2025/04/23/0603", 4)),
+        cursor,
+        NOW + timedelta(minutes=1),
+        10,
+        3600,
+        registered={"2025/04/23/0601", "2025/04/23/0602"},
+    )
     assert [f.key for f in plan.new] == ["2025/04/23/0603"]
     assert plan.changed == [] and plan.gone == ["2025/04/23/0602"]
-    plan2 = plan_tick(files(("2025/04/23/0601", 99), ("2025/04/23/0603", 4)), plan.cursor,
-                      NOW + timedelta(minutes=1), 10, 3600, registered={"2025/04/23/0601", "2025/04/23/0603"})
+    plan2 = plan_tick(
+        files(("2025/04/23/0601", 99), ("2025/04/23/0603", 4)),
+        plan.cursor,
+        NOW + timedelta(minutes=1),
+        10,
+        3600,
+        registered={"2025/04/23/0601", "2025/04/23/0603"},
+    )
     assert [f.key for f in plan2.changed] == ["2025/04/23/0601"] and plan2.new == []
     assert plan2.cursor.watched["2025/04/23/0601"] == "99-1"
 

@@ -1,7 +1,7 @@
 """Staging on several processes gives exactly what one pass gives: the same bytes, the same summary."""
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -12,7 +12,7 @@ from jam_assets.core.parallel import MinuteFileJob, stage_minute_files
 
 from .helpers import sample_json, sample_line
 
-START = datetime(2025, 4, 23, 6, 0, tzinfo=timezone.utc)
+START = datetime(2025, 4, 23, 6, 0, tzinfo=UTC)
 
 
 def awkward_minute(path):
@@ -21,8 +21,16 @@ def awkward_minute(path):
     preimage["metadata"] = preimage["metadata"].replace("h=0x", "h=0xff")  # metadata h that does not match
     block = sample_json("128")
     block["metadata"] = "team=JAMDUNA|codec_len=3"  # codec_len that does not match
-    lines = [b"\xef\xbb\xbf" + sample_line("128"), b"{broken", orjson.dumps(preimage), orjson.dumps(block), b"",
-             sample_line("13") + b"\r", b'{"msg_type":"77"}', b"\xff\xfe not utf-8"]
+    lines = [
+        b"\xef\xbb\xbf" + sample_line("128"),
+        b"{broken",
+        orjson.dumps(preimage),
+        orjson.dumps(block),
+        b"",
+        sample_line("13") + b"\r",
+        b'{"msg_type":"77"}',
+        b"\xff\xfe not utf-8",
+    ]
     body = b"".join(line + b"\n" for line in lines)
     body += b"".join(Generator(TOASTER, seed=2).slot_lines(1_609_201))
     path.write_bytes(body + sample_line("131") + b"\n" + sample_line("141")[:-9])
@@ -31,8 +39,10 @@ def awkward_minute(path):
 def stage(tmp_path, name, jobs_spec, workers):
     jobs = [MinuteFileJob(path, key, tmp_path / name / key) for key, path in jobs_spec]
     results = list(stage_minute_files(jobs, workers=workers))
-    return [(job.minute_file, summary.as_dict(), {t: p.read_bytes() for t, p in files.items()})
-            for job, summary, files in results]
+    return [
+        (job.minute_file, summary.as_dict(), {t: p.read_bytes() for t, p in files.items()})
+        for job, summary, files in results
+    ]
 
 
 @pytest.mark.parametrize("piece_bytes", [1, 4096, 1 << 30])
@@ -51,8 +61,13 @@ def test_two_workers_give_the_bytes_and_summary_of_one_pass(tmp_path, monkeypatc
     key, summary, files = one[0]
     assert summary["sha256"] == hashlib.sha256((tmp_path / "0600.log").read_bytes()).hexdigest()
     assert summary["lines"] == summary["lines_with_rows"] + summary["rejected"]
-    assert summary["rejected_by_reason"] == {"blank_line": 1, "invalid_json": 1, "invalid_utf8": 1,
-                                             "truncated_line": 1, "unknown_msg_type": 1}
+    assert summary["rejected_by_reason"] == {
+        "blank_line": 1,
+        "invalid_json": 1,
+        "invalid_utf8": 1,
+        "truncated_line": 1,
+        "unknown_msg_type": 1,
+    }
     assert summary["preimage_hash_mismatches"] == 1 and summary["codec_len_mismatches"] == 1
     line_nos = [orjson.loads(r)["line_no"] for r in files["rejected_lines"].splitlines()]
     assert line_nos == [2, 5, 7, 8, summary["lines"]]

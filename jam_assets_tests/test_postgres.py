@@ -1,6 +1,5 @@
 """dagster.postgres.yaml against a real PostgreSQL server: runs, partitions, checks and the sensor."""
 
-
 import dagster as dg
 import psycopg2
 import pytest
@@ -38,15 +37,20 @@ def test_the_postgres_instance_stores_runs_partitions_and_checks(pg, pg_instance
         write_minute(settings.log_root, key, [sample_line("128"), sample_line("13")])
     assert type(pg_instance.run_storage).__name__ == "PostgresRunStorage"
     pg_instance.add_dynamic_partitions(minute_files.name, keys)
-    result = dg.materialize([minute_file_tables], instance=pg_instance, resources=resources,
-                            tags={RANGE[0]: keys[0], RANGE[1]: keys[1]})
+    result = dg.materialize(
+        [minute_file_tables], instance=pg_instance, resources=resources, tags={RANGE[0]: keys[0], RANGE[1]: keys[1]}
+    )
     assert result.success
     assert pg_instance.get_materialized_partitions(dg.AssetKey("blocks")) == set(keys)
     assert len(result.get_asset_check_evaluations()) == 36
 
-    with psycopg2.connect(host=pg["host"], port=pg["port"], dbname=pg["db"], user=pg["user"], password=pg["password"]) as conn:
+    with psycopg2.connect(
+        host=pg["host"], port=pg["port"], dbname=pg["db"], user=pg["user"], password=pg["password"]
+    ) as conn:
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'")
             assert cur.fetchone()[0] == 1
-            cur.execute("SELECT partition FROM dynamic_partitions WHERE partitions_def_name = 'minute_files' ORDER BY id")
+            cur.execute(
+                "SELECT partition FROM dynamic_partitions WHERE partitions_def_name = 'minute_files' ORDER BY id"
+            )
             assert [r[0] for r in cur.fetchall()] == keys

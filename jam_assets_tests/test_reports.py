@@ -53,7 +53,9 @@ def board(settings):
 
 
 def test_a_day_is_written_like_every_table_and_replaced(settings, resources):
-    write_minute(settings.log_root, KEYS[0], blocks(KEYS[0], "FAST", [50_000] * 10) + blocks(KEYS[0], "NANO", [4 * 10**10] * 10))
+    write_minute(
+        settings.log_root, KEYS[0], blocks(KEYS[0], "FAST", [50_000] * 10) + blocks(KEYS[0], "NANO", [4 * 10**10] * 10)
+    )
     write_minute(settings.log_root, KEYS[1], blocks(KEYS[1], "SLOW", [90_000] * 10))
     with dg.instance_for_test() as instance:
         materialize_minutes(instance, resources, KEYS)
@@ -64,14 +66,19 @@ def test_a_day_is_written_like_every_table_and_replaced(settings, resources):
         assert rows["FAST", "block_author"]["median_us"] == 50_000 and rows["NANO", "blocks"]["values"] == 10
         with duckdb.connect(str(settings.duckdb_path), read_only=True) as conn:
             stored = conn.execute("SELECT count(*), min(day)::VARCHAR FROM leaderboard").fetchone()
-            nano = conn.execute("SELECT rows_failing, severity, sample_minute_file FROM quality_report "
-                                "WHERE team = 'NANO' AND table_name = 'blocks' AND check_name = 'elapsed_units'").fetchall()
+            nano = conn.execute(
+                "SELECT rows_failing, severity, sample_minute_file FROM quality_report "
+                "WHERE team = 'NANO' AND table_name = 'blocks' AND check_name = 'elapsed_units'"
+            ).fetchall()
         assert stored == (len(rows), DAY)
         assert nano == [(10, "ERROR", KEYS[0])]
         page = (settings.export_root / "leaderboard" / "index.html").read_text()
         assert "FAST" in page and "unit_suspect" in page and "<svg" in page
-        meta = next(e.materialization.metadata for e in result.get_asset_materialization_events()
-                    if e.asset_key.path[-1] == "leaderboard")
+        meta = next(
+            e.materialization.metadata
+            for e in result.get_asset_materialization_events()
+            if e.asset_key.path[-1] == "leaderboard"
+        )
         assert "| 1 | FAST |" in meta["leaderboard"].value.replace("  ", " ")
         assert meta["medians"].value.count("data:image/svg+xml;base64,") == 4
         assert meta["rows"].value == len(rows)

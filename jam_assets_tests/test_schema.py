@@ -34,7 +34,16 @@ def test_schema_file_is_bq_mk_compatible(table):
         assert names[:8] == COMMON
         assert names[-1] == "codec_encoded" or table.endswith("statistics")
         modes = {f["name"]: f["mode"] for f in fields}
-        assert [modes[c] for c in COMMON] == ["REQUIRED", "REQUIRED", "REQUIRED", "REQUIRED", "NULLABLE", "REQUIRED", "NULLABLE", "NULLABLE"]
+        assert [modes[c] for c in COMMON] == [
+            "REQUIRED",
+            "REQUIRED",
+            "REQUIRED",
+            "REQUIRED",
+            "NULLABLE",
+            "REQUIRED",
+            "NULLABLE",
+            "NULLABLE",
+        ]
 
 
 def conforms(table: str, row: dict) -> None:

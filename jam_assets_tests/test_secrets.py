@@ -68,11 +68,18 @@ def token_endpoint():
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()).decode()
-    info = {"type": "service_account", "project_id": "jam-test", "private_key_id": "k1", "private_key": pem,
-            "client_email": "etl@jam-test.iam.gserviceaccount.com", "client_id": "1",
-            "token_uri": f"http://127.0.0.1:{server.server_address[1]}/token"}
+    pem = private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    info = {
+        "type": "service_account",
+        "project_id": "jam-test",
+        "private_key_id": "k1",
+        "private_key": pem,
+        "client_email": "etl@jam-test.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": f"http://127.0.0.1:{server.server_address[1]}/token",
+    }
     yield base64.b64encode(json.dumps(info).encode()).decode(), pem, granted
     server.shutdown()
 
@@ -108,10 +115,16 @@ def test_no_secret_in_logs_runs_events_or_metadata(settings, bq_dataset, token_e
     with DuneStandIn(DUNE_KEY, requests_per_minute=None) as dune:
         dune.fail_next(500, "/insert")  # a retried failure must not leak the key either
         for name, value in {
-            "DAGSTER_DEPLOYMENT": "production", "JAM_LOG_DIR": settings.log_dir, "JAM_EXPORT_DIR": settings.export_dir,
-            "JAM_BQ_PROJECT": bq_dataset.project, "JAM_BQ_DATASET": bq_dataset.dataset,
-            "JAM_BQ_API_ENDPOINT": bq_dataset.emulator.url, "JAM_BQ_CREDENTIALS_B64": credentials_b64,
-            "DUNE_API_KEY": DUNE_KEY, "DUNE_NAMESPACE": "jamteam", "JAM_ALERT_WEBHOOK": webhook_url,
+            "DAGSTER_DEPLOYMENT": "production",
+            "JAM_LOG_DIR": settings.log_dir,
+            "JAM_EXPORT_DIR": settings.export_dir,
+            "JAM_BQ_PROJECT": bq_dataset.project,
+            "JAM_BQ_DATASET": bq_dataset.dataset,
+            "JAM_BQ_API_ENDPOINT": bq_dataset.emulator.url,
+            "JAM_BQ_CREDENTIALS_B64": credentials_b64,
+            "DUNE_API_KEY": DUNE_KEY,
+            "DUNE_NAMESPACE": "jamteam",
+            "JAM_ALERT_WEBHOOK": webhook_url,
         }.items():
             monkeypatch.setenv(name, value)
         monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
@@ -119,23 +132,40 @@ def test_no_secret_in_logs_runs_events_or_metadata(settings, bq_dataset, token_e
         defs = build_defs()
         resources = dict(defs.resources)
         # As configured from the environment, only pointed at the stand-in.
-        resources["dune"] = DuneResource(api_key=dg.EnvVar("DUNE_API_KEY"), namespace=dg.EnvVar("DUNE_NAMESPACE"),
-                                         base_url=dune.url, max_requests_per_minute=6000, backoff_seconds=0.01)
+        resources["dune"] = DuneResource(
+            api_key=dg.EnvVar("DUNE_API_KEY"),
+            namespace=dg.EnvVar("DUNE_NAMESPACE"),
+            base_url=dune.url,
+            max_requests_per_minute=6000,
+            backoff_seconds=0.01,
+        )
         with dg.instance_for_test() as instance:
             instance.add_dynamic_partitions(minute_files.name, [KEY])
-            assert dg.materialize([minute_file_tables], instance=instance, resources=resources, partition_key=KEY).success
+            assert dg.materialize(
+                [minute_file_tables], instance=instance, resources=resources, partition_key=KEY
+            ).success
             upload = dg.Definitions(jobs=[dune_upload_job], resources=resources)
             assert upload.resolve_job_def("dune_upload_job").execute_in_process(instance=instance).success
 
-            down = {**resources, "table_io_manager": Down(settings=resources["settings"],
-                                                           warehouse=resources["table_io_manager"].warehouse)}
-            failed = dg.materialize([minute_file_tables], instance=instance, resources=down, partition_key=KEY,
-                                    raise_on_error=False)
+            down = {
+                **resources,
+                "table_io_manager": Down(
+                    settings=resources["settings"], warehouse=resources["table_io_manager"].warehouse
+                ),
+            }
+            failed = dg.materialize(
+                [minute_file_tables], instance=instance, resources=down, partition_key=KEY, raise_on_error=False
+            )
             failure = next(e for e in failed.all_events if e.event_type_value == "PIPELINE_FAILURE")
-            alert_on_run_failure(dg.build_run_status_sensor_context(
-                sensor_name="alert_on_run_failure", dagster_event=failure, dagster_instance=instance,
-                dagster_run=instance.get_run_by_id(failed.run_id), resources={"alerts": resources["alerts"]},
-            ).for_run_failure())
+            alert_on_run_failure(
+                dg.build_run_status_sensor_context(
+                    sensor_name="alert_on_run_failure",
+                    dagster_event=failure,
+                    dagster_instance=instance,
+                    dagster_run=instance.get_run_by_id(failed.run_id),
+                    resources={"alerts": resources["alerts"]},
+                ).for_run_failure()
+            )
 
             stored = []
             for run in instance.get_runs():

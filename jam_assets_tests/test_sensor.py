@@ -1,7 +1,7 @@
 """The sensor on a temporary log root, evaluated against a real instance."""
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -19,7 +19,10 @@ def key_at(moment: datetime) -> str:
 
 def tick(instance, resources, cursor=None):
     ctx = dg.build_sensor_context(
-        instance=instance, cursor=cursor, definitions=build_defs(resources), resources={"settings": resources["settings"]}
+        instance=instance,
+        cursor=cursor,
+        definitions=build_defs(resources),
+        resources={"settings": resources["settings"]},
     )
     return minute_file_sensor(ctx)
 
@@ -30,7 +33,7 @@ def added(result):
 
 @pytest.mark.slow  # a Dagster instance
 def test_new_closed_file_open_minute_unchanged_and_grown(settings, resources):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     closed, current = key_at(now - timedelta(minutes=5)), key_at(now)
     write_minute(settings.log_root, closed, [sample_line("128")])
     write_minute(settings.log_root, current, [sample_line("128")])
@@ -56,7 +59,7 @@ def test_new_closed_file_open_minute_unchanged_and_grown(settings, resources):
 
 @pytest.mark.slow  # a Dagster instance
 def test_several_new_files_are_one_range_run(settings, resources):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     keys = [key_at(now - timedelta(minutes=m)) for m in (9, 8, 7)]
     for key in keys:
         write_minute(settings.log_root, key, [sample_line("141")])
@@ -70,7 +73,7 @@ def test_several_new_files_are_one_range_run(settings, resources):
 
 @pytest.mark.slow  # a Dagster instance
 def test_cursor_stays_small_with_many_old_files(settings, resources):
-    old = datetime(2025, 4, 23, 0, 0, tzinfo=timezone.utc)
+    old = datetime(2025, 4, 23, 0, 0, tzinfo=UTC)
     for m in range(300):
         write_minute(settings.log_root, key_at(old + timedelta(minutes=m)), [b"{}"])
     with dg.instance_for_test() as instance:
@@ -82,7 +85,7 @@ def test_cursor_stays_small_with_many_old_files(settings, resources):
 
 @pytest.mark.slow  # a Dagster instance
 def test_a_vanished_watched_file_is_forgotten_without_a_request(settings, resources):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     key = key_at(now - timedelta(minutes=3))
     write_minute(settings.log_root, key, [sample_line("128")])
     with dg.instance_for_test() as instance:
@@ -109,15 +112,16 @@ def test_a_failed_minute_is_requested_again_with_backoff_until_it_succeeds(setti
 
     clock = [1_000_000.0]
     monkeypatch.setattr(sensors.time, "time", lambda: clock[0])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     key = key_at(now - timedelta(minutes=5))
     write_minute(settings.log_root, key, [sample_line("128")])
     down = {**resources, "table_io_manager": Down(settings=settings, warehouse=resources["table_io_manager"].warehouse)}
     with dg.instance_for_test() as instance:
         first = tick(instance, resources)
         instance.add_dynamic_partitions(minute_files.name, added(first))
-        assert not dg.materialize([minute_file_tables], instance=instance, resources=down, partition_key=key,
-                                  raise_on_error=False).success
+        assert not dg.materialize(
+            [minute_file_tables], instance=instance, resources=down, partition_key=key, raise_on_error=False
+        ).success
 
         clock[0] += 60  # failures are looked at once a minute
         seen = tick(instance, resources, first.cursor)  # the failure is seen; the first retry waits a minute
@@ -130,8 +134,9 @@ def test_a_failed_minute_is_requested_again_with_backoff_until_it_succeeds(setti
         assert (retry.partition_key, retry.tags[sensors.ATTEMPT_TAG]) == (key, "1")
         assert json.loads(due.cursor)["retry"] == {key: [1, clock[0] + 120]}
 
-        assert not dg.materialize([minute_file_tables], instance=instance, resources=down, partition_key=key,
-                                  raise_on_error=False).success  # the retry fails too
+        assert not dg.materialize(
+            [minute_file_tables], instance=instance, resources=down, partition_key=key, raise_on_error=False
+        ).success  # the retry fails too
         clock[0] += 61
         assert tick(instance, resources, due.cursor).run_requests == []  # backoff: two minutes this time
         clock[0] += 60

@@ -8,8 +8,12 @@ from jam_assets.definitions import build_defs
 from jam_assets.defs.resources import resources_for
 from jam_assets.defs.settings import BUNDLED_LOGS, Env, SettingsError
 
-PRODUCTION = {"DAGSTER_DEPLOYMENT": "production", "JAM_LOG_DIR": "/var/log/jam", "JAM_BQ_PROJECT": "proj",
-              "JAM_BQ_DATASET": "crypto_jam"}
+PRODUCTION = {
+    "DAGSTER_DEPLOYMENT": "production",
+    "JAM_LOG_DIR": "/var/log/jam",
+    "JAM_BQ_PROJECT": "proj",
+    "JAM_BQ_DATASET": "crypto_jam",
+}
 
 
 def load(environ):
@@ -28,18 +32,32 @@ def test_production_loads_with_every_setting_as_an_environment_variable():
     warehouse = defs.resources["table_io_manager"].warehouse
     assert warehouse.name == "BigQuery"
     # EnvVars, not values: the UI shows the variable names, and the values are read where runs execute.
-    assert warehouse.dataset == dg.EnvVar("JAM_BQ_DATASET") and warehouse.bigquery.project == dg.EnvVar("JAM_BQ_PROJECT")
+    assert warehouse.dataset == dg.EnvVar("JAM_BQ_DATASET") and warehouse.bigquery.project == dg.EnvVar(
+        "JAM_BQ_PROJECT"
+    )
     assert warehouse.bigquery.location == dg.EnvVar("JAM_BQ_LOCATION")
     assert defs.resources["settings"].log_dir == dg.EnvVar("JAM_LOG_DIR")
-    assert defs.resources["dune"].namespace == dg.EnvVar("DUNE_NAMESPACE") and defs.resources["dune"].public_tables is False
+    assert (
+        defs.resources["dune"].namespace == dg.EnvVar("DUNE_NAMESPACE")
+        and defs.resources["dune"].public_tables is False
+    )
     assert {j.name for j in defs.jobs} >= {"dune_upload_job"}
 
 
-@pytest.mark.parametrize(("missing", "message"), [
-    ("JAM_LOG_DIR", "JAM_LOG_DIR is not set: in production the pipeline reads the receiver's log root, never the bundled samples"),
-    ("JAM_BQ_DATASET", "JAM_BQ_DATASET is not set: it names the dataset the tables go to (create it first: bq mk --dataset)"),
-    ("JAM_BQ_PROJECT", "JAM_BQ_PROJECT is not set: it is the GCP project that holds the dataset"),
-])
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        (
+            "JAM_LOG_DIR",
+            "JAM_LOG_DIR is not set: in production the pipeline reads the receiver's log root, never the bundled samples",
+        ),
+        (
+            "JAM_BQ_DATASET",
+            "JAM_BQ_DATASET is not set: it names the dataset the tables go to (create it first: bq mk --dataset)",
+        ),
+        ("JAM_BQ_PROJECT", "JAM_BQ_PROJECT is not set: it is the GCP project that holds the dataset"),
+    ],
+)
 def test_production_stops_on_a_missing_setting(missing, message):
     with pytest.raises(SettingsError) as raised:
         load({k: v for k, v in PRODUCTION.items() if k != missing})
@@ -49,12 +67,15 @@ def test_production_stops_on_a_missing_setting(missing, message):
 def test_dune_needs_a_namespace_and_has_no_default():
     with pytest.raises(SettingsError) as raised:
         load(PRODUCTION | {"DUNE_API_KEY": "k"})
-    assert str(raised.value) == ("DUNE_NAMESPACE is not set: DUNE_API_KEY is set, and the tables need your Dune user "
-                                 "or team handle")
+    assert str(raised.value) == (
+        "DUNE_NAMESPACE is not set: DUNE_API_KEY is set, and the tables need your Dune user or team handle"
+    )
 
 
 def test_two_ways_of_giving_credentials_are_rejected():
-    with pytest.raises(SettingsError, match="both JAM_BQ_CREDENTIALS_B64 and GOOGLE_APPLICATION_CREDENTIALS are set: set one"):
+    with pytest.raises(
+        SettingsError, match="both JAM_BQ_CREDENTIALS_B64 and GOOGLE_APPLICATION_CREDENTIALS are set: set one"
+    ):
         load(PRODUCTION | {"JAM_BQ_CREDENTIALS_B64": "e30=", "GOOGLE_APPLICATION_CREDENTIALS": "/k.json"})
 
 
@@ -67,13 +88,20 @@ def test_an_endpoint_alone_keeps_the_credentials_anonymous_only_when_asked():
         load(PRODUCTION | {"JAM_BQ_ANONYMOUS": "1"})
 
 
-@pytest.mark.parametrize(("name", "value", "message"), [
-    ("JAM_GRACE_SECONDS", "ten", "JAM_GRACE_SECONDS='ten' must be a whole number of seconds"),
-    ("JAM_CORE_WORKERS", "0", "JAM_CORE_WORKERS='0' must be a whole number of processes, at least 1"),
-    ("JAM_TEAM_ALIASES", "JAMDUNA", "JAM_TEAM_ALIASES: 'JAMDUNA' is not NAME=Alias (pairs are separated by commas)"),
-    ("DAGSTER_DEPLOYMENT", "prod", "DAGSTER_DEPLOYMENT='prod' is not one of: local, production"),
-    ("JAM_BQ_MAX_BYTES_BILLED", "-1", "JAM_BQ_MAX_BYTES_BILLED='-1' must be a whole number of bytes, at least 1"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("JAM_GRACE_SECONDS", "ten", "JAM_GRACE_SECONDS='ten' must be a whole number of seconds"),
+        ("JAM_CORE_WORKERS", "0", "JAM_CORE_WORKERS='0' must be a whole number of processes, at least 1"),
+        (
+            "JAM_TEAM_ALIASES",
+            "JAMDUNA",
+            "JAM_TEAM_ALIASES: 'JAMDUNA' is not NAME=Alias (pairs are separated by commas)",
+        ),
+        ("DAGSTER_DEPLOYMENT", "prod", "DAGSTER_DEPLOYMENT='prod' is not one of: local, production"),
+        ("JAM_BQ_MAX_BYTES_BILLED", "-1", "JAM_BQ_MAX_BYTES_BILLED='-1' must be a whole number of bytes, at least 1"),
+    ],
+)
 def test_a_bad_value_names_its_variable(name, value, message):
     environ = PRODUCTION | {name: value} if name.startswith("JAM_BQ") else {name: value}
     with pytest.raises(SettingsError) as raised:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -23,7 +23,7 @@ def build(samples: Path, out: Path, seed: int = 7) -> list[Path]:
     by_minute: dict[datetime, list[bytes]] = defaultdict(list)
     for sample in sorted(samples.glob("*/msg_*.json")):
         line = sample.read_bytes().strip()
-        when = datetime.fromisoformat(orjson.loads(line)["time"][:16]).replace(tzinfo=timezone.utc)
+        when = datetime.fromisoformat(orjson.loads(line)["time"][:16]).replace(tzinfo=UTC)
         by_minute[when].append(line + b"\n")
     gen = Generator(TINY, seed)
     written = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 # JAM's common era starts at 2025-01-01T12:00:00Z; a slot lasts 6 seconds.
 JAM_EPOCH = 1_735_732_800
@@ -56,8 +56,12 @@ class TimeParser:
             second, fraction = text[17:19], text[20:-1]
             if (
                 start is not None
-                and second.isdigit() and second.isascii() and second < "60"
-                and 0 < len(fraction) <= 9 and fraction.isdigit() and fraction.isascii()
+                and second.isdigit()
+                and second.isascii()
+                and second < "60"
+                and 0 < len(fraction) <= 9
+                and fraction.isdigit()
+                and fraction.isascii()
             ):
                 return f"{text[:19]}.{fraction[:6].ljust(6, '0')}Z", start + int(second)
         m = _TIME_RE.fullmatch(text)
@@ -74,7 +78,7 @@ class TimeParser:
             if start is None:
                 try:
                     start = int(
-                        datetime(int(year), int(month), int(day), int(hour), int(minute), tzinfo=timezone.utc).timestamp()
+                        datetime(int(year), int(month), int(day), int(hour), int(minute), tzinfo=UTC).timestamp()
                     )
                 except ValueError as exc:
                     raise LineRejected("bad_value", f"time is not a valid date: {preview(text)} ({exc})") from None
@@ -89,7 +93,7 @@ class TimeParser:
             utc = local - sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6]))
         except ValueError as exc:
             raise LineRejected("bad_value", f"time is not a valid date: {preview(text)} ({exc})") from None
-        stamp = int(utc.replace(tzinfo=timezone.utc).timestamp())
+        stamp = int(utc.replace(tzinfo=UTC).timestamp())
         return f"{utc:%Y-%m-%dT%H:%M:%S}.{fraction6}Z", stamp
 
 

@@ -22,7 +22,7 @@ import random
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -46,13 +46,29 @@ class Profile:
 
 
 TINY = Profile(
-    "tiny", validators=6, cores=2, services=2, work_report_rate=0.15, assurance_rate=0.0, work_package_rate=0.0,
-    ticket_rate=0.0, preimage_rate=0.02, new_service_rate=0.0,
+    "tiny",
+    validators=6,
+    cores=2,
+    services=2,
+    work_report_rate=0.15,
+    assurance_rate=0.0,
+    work_package_rate=0.0,
+    ticket_rate=0.0,
+    preimage_rate=0.02,
+    new_service_rate=0.0,
     teams=("JAMDUNA", "JAMDUNA", "COLORFULNOTION", "COLORFULNOTION", "SIM_A", "SIM_B"),
 )
 TOASTER = Profile(
-    "toaster", validators=1023, cores=341, services=24, work_report_rate=1.0, assurance_rate=1.0, work_package_rate=1.0,
-    ticket_rate=3.4, preimage_rate=0.1, new_service_rate=0.02,
+    "toaster",
+    validators=1023,
+    cores=341,
+    services=24,
+    work_report_rate=1.0,
+    assurance_rate=1.0,
+    work_package_rate=1.0,
+    ticket_rate=3.4,
+    preimage_rate=0.1,
+    new_service_rate=0.02,
     teams=tuple(f"SIM_T{i:02d}" for i in range(32)),
 )
 PROFILES = {p.name: p for p in (TINY, TOASTER)}
@@ -74,8 +90,17 @@ class Generator:
     def _team(self, validator: int) -> str:
         return self.p.teams[validator % len(self.p.teams)]
 
-    def _line(self, when: datetime, msg_type: str, payload: object, validator: int, extra_md: str = "",
-              elapsed: int | None = None, codec_len: int | None = None, sender: bool = True) -> bytes:
+    def _line(
+        self,
+        when: datetime,
+        msg_type: str,
+        payload: object,
+        validator: int,
+        extra_md: str = "",
+        elapsed: int | None = None,
+        codec_len: int | None = None,
+        sender: bool = True,
+    ) -> bytes:
         line: dict = {"time": _rfc3339(when, self.rng), "msg_type": msg_type}
         if sender:
             line["sender_id"] = self.keys[validator]
@@ -92,79 +117,206 @@ class Generator:
 
     def block(self, when: datetime, slot: int, author: int) -> bytes:
         header = {
-            "parent": self.parent, "parent_state_root": self._hex(32), "extrinsic_hash": self._hex(32), "slot": slot,
-            "epoch_mark": None, "tickets_mark": None, "offenders_mark": [], "author_index": author,
-            "entropy_source": self._hex(96), "seal": self._hex(96),
+            "parent": self.parent,
+            "parent_state_root": self._hex(32),
+            "extrinsic_hash": self._hex(32),
+            "slot": slot,
+            "epoch_mark": None,
+            "tickets_mark": None,
+            "offenders_mark": [],
+            "author_index": author,
+            "entropy_source": self._hex(96),
+            "seal": self._hex(96),
         }
         guarantees = self.rng.randrange(0, max(2, self.p.cores // 100 + 2))
-        extrinsic = {"tickets": [], "preimages": [], "guarantees": [{}] * guarantees, "assurances": [],
-                     "disputes": {"verdicts": [], "culprits": [], "faults": []}}
+        extrinsic = {
+            "tickets": [],
+            "preimages": [],
+            "guarantees": [{}] * guarantees,
+            "assurances": [],
+            "disputes": {"verdicts": [], "culprits": [], "faults": []},
+        }
         self.parent = self._hex(32)
-        return self._line(when, "128", {"header": header, "extrinsic": extrinsic}, author,
-                          elapsed=self.rng.randrange(40_000, 150_000), codec_len=304 + 40 * guarantees)
+        return self._line(
+            when,
+            "128",
+            {"header": header, "extrinsic": extrinsic},
+            author,
+            elapsed=self.rng.randrange(40_000, 150_000),
+            codec_len=304 + 40 * guarantees,
+        )
 
     def statistics(self, when: datetime, author: int) -> bytes:
         r = self.rng.randrange
-        vals = lambda: [{"blocks": r(0, 5), "tickets": r(0, 3), "pre_images": r(0, 2), "pre_images_size": r(0, 5000),
-                         "guarantees": r(0, 4), "assurances": r(0, 10)} for _ in range(self.p.validators)]
-        cores = [{"da_load": r(0, 50_000), "popularity": r(0, 10), "imports": r(0, 5), "exports": r(0, 5),
-                  "extrinsic_size": r(0, 2000), "extrinsic_count": r(0, 4), "bundle_size": r(0, 10_000),
-                  "gas_used": r(0, 5_000_000_000)} for _ in range(self.p.cores)]
-        services = [{"id": sid, "record": {"provided_count": r(0, 3), "provided_size": r(0, 4000),
-                     "refinement_count": r(0, 3), "refinement_gas_used": r(0, 10**10), "imports": r(0, 5),
-                     "exports": r(0, 5), "extrinsic_size": r(0, 2000), "extrinsic_count": r(0, 3),
-                     "accumulate_count": r(0, 3), "accumulate_gas_used": r(0, 10**9), "on_transfers_count": 0,
-                     "on_transfers_gas_used": 0}} for sid in self.service_ids if r(0, 3) == 0]
+
+        def vals():
+            return [
+                {
+                    "blocks": r(0, 5),
+                    "tickets": r(0, 3),
+                    "pre_images": r(0, 2),
+                    "pre_images_size": r(0, 5000),
+                    "guarantees": r(0, 4),
+                    "assurances": r(0, 10),
+                }
+                for _ in range(self.p.validators)
+            ]
+
+        cores = [
+            {
+                "da_load": r(0, 50_000),
+                "popularity": r(0, 10),
+                "imports": r(0, 5),
+                "exports": r(0, 5),
+                "extrinsic_size": r(0, 2000),
+                "extrinsic_count": r(0, 4),
+                "bundle_size": r(0, 10_000),
+                "gas_used": r(0, 5_000_000_000),
+            }
+            for _ in range(self.p.cores)
+        ]
+        services = [
+            {
+                "id": sid,
+                "record": {
+                    "provided_count": r(0, 3),
+                    "provided_size": r(0, 4000),
+                    "refinement_count": r(0, 3),
+                    "refinement_gas_used": r(0, 10**10),
+                    "imports": r(0, 5),
+                    "exports": r(0, 5),
+                    "extrinsic_size": r(0, 2000),
+                    "extrinsic_count": r(0, 3),
+                    "accumulate_count": r(0, 3),
+                    "accumulate_gas_used": r(0, 10**9),
+                    "on_transfers_count": 0,
+                    "on_transfers_gas_used": 0,
+                },
+            }
+            for sid in self.service_ids
+            if r(0, 3) == 0
+        ]
         payload = {"vals_current": vals(), "vals_last": vals(), "cores": cores, "services": services}
         return self._line(when, "13", payload, author, codec_len=48 * self.p.validators * 2 + 64 * self.p.cores + 1)
 
     def work_report(self, when: datetime, core: int, guarantor: int, slot: int) -> bytes:
-        results = [{"service_id": self.rng.choice(self.service_ids), "code_hash": self._hex(32), "payload_hash": self._hex(32),
-                    "accumulate_gas": self.rng.randrange(10_000, 200_000), "result": {"ok": self._hex(self.rng.randrange(0, 40))},
-                    "refine_load": {"gas_used": self.rng.randrange(0, 10_000), "imports": 0, "extrinsic_count": 1,
-                                    "extrinsic_size": 36, "exports": self.rng.randrange(0, 3)}}
-                   for _ in range(self.rng.randrange(1, 3))]
+        results = [
+            {
+                "service_id": self.rng.choice(self.service_ids),
+                "code_hash": self._hex(32),
+                "payload_hash": self._hex(32),
+                "accumulate_gas": self.rng.randrange(10_000, 200_000),
+                "result": {"ok": self._hex(self.rng.randrange(0, 40))},
+                "refine_load": {
+                    "gas_used": self.rng.randrange(0, 10_000),
+                    "imports": 0,
+                    "extrinsic_count": 1,
+                    "extrinsic_size": 36,
+                    "exports": self.rng.randrange(0, 3),
+                },
+            }
+            for _ in range(self.rng.randrange(1, 3))
+        ]
         payload = {
-            "package_spec": {"hash": self._hex(32), "length": self.rng.randrange(200, 5000), "erasure_root": self._hex(32),
-                             "exports_root": self._hex(32), "exports_count": self.rng.randrange(0, 3)},
-            "context": {"anchor": self._hex(32), "state_root": self._hex(32), "beefy_root": self._hex(32),
-                        "lookup_anchor": self._hex(32), "lookup_anchor_slot": slot - self.rng.randrange(0, 5),
-                        "prerequisites": None},
-            "core_index": core, "authorizer_hash": self._hex(32), "auth_output": "0x", "segment_root_lookup": None,
-            "results": results, "auth_gas_used": 0,
+            "package_spec": {
+                "hash": self._hex(32),
+                "length": self.rng.randrange(200, 5000),
+                "erasure_root": self._hex(32),
+                "exports_root": self._hex(32),
+                "exports_count": self.rng.randrange(0, 3),
+            },
+            "context": {
+                "anchor": self._hex(32),
+                "state_root": self._hex(32),
+                "beefy_root": self._hex(32),
+                "lookup_anchor": self._hex(32),
+                "lookup_anchor_slot": slot - self.rng.randrange(0, 5),
+                "prerequisites": None,
+            },
+            "core_index": core,
+            "authorizer_hash": self._hex(32),
+            "auth_output": "0x",
+            "segment_root_lookup": None,
+            "results": results,
+            "auth_gas_used": 0,
         }
-        return self._line(when, "255", payload, guarantor, f"|role=Guarantor|numSig=3|id={self.keys[guarantor]}",
-                          elapsed=self.rng.randrange(5_000, 60_000), codec_len=300 + 180 * len(results), sender=False)
+        return self._line(
+            when,
+            "255",
+            payload,
+            guarantor,
+            f"|role=Guarantor|numSig=3|id={self.keys[guarantor]}",
+            elapsed=self.rng.randrange(5_000, 60_000),
+            codec_len=300 + 180 * len(results),
+            sender=False,
+        )
 
     def preimage(self, when: datetime, validator: int) -> bytes:
         blob = self.rng.randbytes(self.rng.randrange(64, 4096))
         h = "0x" + hashlib.blake2b(blob, digest_size=32).hexdigest()
         sid = self.rng.choice(self.service_ids)
         payload = {"requester": sid, "blob": "0x" + blob.hex()}
-        line = {"time": _rfc3339(when, self.rng), "msg_type": "142", "json_encoded": payload,
-                "metadata": f"blob_len={len(blob)}|h={h}|a_p={self._hex(32)}|s={sid}"}
+        line = {
+            "time": _rfc3339(when, self.rng),
+            "msg_type": "142",
+            "json_encoded": payload,
+            "metadata": f"blob_len={len(blob)}|h={h}|a_p={self._hex(32)}|s={sid}",
+        }
         return orjson.dumps(line) + b"\n"
 
     def assurance(self, when: datetime, validator: int) -> bytes:
-        payload = {"anchor": self._hex(32), "bitfield": self._hex((self.p.cores + 7) // 8), "validator_index": validator,
-                   "signature": self._hex(64)}
-        return self._line(when, "141", payload, validator, elapsed=self.rng.randrange(2_000, 20_000),
-                          codec_len=32 + (self.p.cores + 7) // 8 + 2 + 64)
+        payload = {
+            "anchor": self._hex(32),
+            "bitfield": self._hex((self.p.cores + 7) // 8),
+            "validator_index": validator,
+            "signature": self._hex(64),
+        }
+        return self._line(
+            when,
+            "141",
+            payload,
+            validator,
+            elapsed=self.rng.randrange(2_000, 20_000),
+            codec_len=32 + (self.p.cores + 7) // 8 + 2 + 64,
+        )
 
     def ticket(self, when: datetime, validator: int) -> bytes:
         payload = {"attempt": self.rng.randrange(0, 2), "signature": self._hex(784)}
         return self._line(when, "131", payload, validator, elapsed=self.rng.randrange(200_000, 600_000), codec_len=785)
 
     def work_package(self, when: datetime, validator: int, slot: int) -> bytes:
-        items = [{"service": self.rng.choice(self.service_ids), "code_hash": self._hex(32), "payload": self._hex(self.rng.randrange(0, 64)),
-                  "refine_gas_limit": 1_000_000, "accumulate_gas_limit": 100_000, "import_segments": [], "extrinsic": [],
-                  "export_count": self.rng.randrange(0, 3)} for _ in range(self.rng.randrange(1, 3))]
-        payload = {"work_package": {"authorization": "0x", "auth_code_host": 0,
-                                    "authorizer": {"code_hash": self._hex(32), "params": "0x"},
-                                    "context": {"anchor": self._hex(32), "state_root": self._hex(32), "beefy_root": self._hex(32),
-                                                "lookup_anchor": self._hex(32), "lookup_anchor_slot": slot, "prerequisites": []},
-                                    "items": items},
-                   "extrinsics": [], "import_segments": [[] for _ in items], "justifications": [[] for _ in items]}
+        items = [
+            {
+                "service": self.rng.choice(self.service_ids),
+                "code_hash": self._hex(32),
+                "payload": self._hex(self.rng.randrange(0, 64)),
+                "refine_gas_limit": 1_000_000,
+                "accumulate_gas_limit": 100_000,
+                "import_segments": [],
+                "extrinsic": [],
+                "export_count": self.rng.randrange(0, 3),
+            }
+            for _ in range(self.rng.randrange(1, 3))
+        ]
+        payload = {
+            "work_package": {
+                "authorization": "0x",
+                "auth_code_host": 0,
+                "authorizer": {"code_hash": self._hex(32), "params": "0x"},
+                "context": {
+                    "anchor": self._hex(32),
+                    "state_root": self._hex(32),
+                    "beefy_root": self._hex(32),
+                    "lookup_anchor": self._hex(32),
+                    "lookup_anchor_slot": slot,
+                    "prerequisites": [],
+                },
+                "items": items,
+            },
+            "extrinsics": [],
+            "import_segments": [[] for _ in items],
+            "justifications": [[] for _ in items],
+        }
         return self._line(when, "133", payload, validator, codec_len=200 + 100 * len(items))
 
     def segments(self, when: datetime, validator: int) -> bytes:
@@ -174,8 +326,15 @@ class Generator:
         return self._line(when, "135", data, validator, md, codec_len=1 + n * SEGMENT_BYTES)
 
     def new_service(self, when: datetime, validator: int) -> bytes:
-        payload = {"service_index": self.rng.randrange(2**32), "code_hash": self._hex(32), "balance": self.rng.randrange(10**6),
-                   "min_item_gas": 100, "min_memo_gas": 100, "code_size": self.rng.randrange(1000, 20000), "items": 2}
+        payload = {
+            "service_index": self.rng.randrange(2**32),
+            "code_hash": self._hex(32),
+            "balance": self.rng.randrange(10**6),
+            "min_item_gas": 100,
+            "min_memo_gas": 100,
+            "code_size": self.rng.randrange(1000, 20000),
+            "items": 2,
+        }
         return self._line(when, "143", payload, validator, codec_len=119)
 
     def _happens(self, rate: float) -> int:
@@ -185,8 +344,11 @@ class Generator:
 
     def slot_lines(self, slot: int) -> Iterator[bytes]:
         p = self.p
-        start = datetime.fromtimestamp(JAM_EPOCH + slot * SLOT_SECONDS, timezone.utc)
-        at = lambda: start + timedelta(microseconds=self.rng.randrange(0, SLOT_SECONDS * 1_000_000 - 1))
+        start = datetime.fromtimestamp(JAM_EPOCH + slot * SLOT_SECONDS, UTC)
+
+        def at():
+            return start + timedelta(microseconds=self.rng.randrange(0, SLOT_SECONDS * 1_000_000 - 1))
+
         author = self.rng.randrange(p.validators)
         # The author sends its block, then its statistics, a fraction of a millisecond apart.
         authored = start + timedelta(microseconds=self.rng.randrange(0, 400_000))
@@ -260,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        start = datetime.fromisoformat(args.start).replace(tzinfo=timezone.utc, second=0, microsecond=0)
+        start = datetime.fromisoformat(args.start).replace(tzinfo=UTC, second=0, microsecond=0)
     except ValueError:
         parser.error(f"--start {args.start!r} is not an ISO date and time such as 2025-04-23T06:00")
     for path in write_minutes(args.out, PROFILES[args.profile], start, args.minutes, args.seed):

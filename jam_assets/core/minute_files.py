@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -41,7 +41,7 @@ def minute_start(key: str) -> datetime:
     if not KEY_RE.fullmatch(key):
         raise BadMinuteKey(f"{key!r} is not a minute file key (YYYY/MM/DD/HHMM)")
     try:
-        return datetime.strptime(key, "%Y/%m/%d/%H%M").replace(tzinfo=timezone.utc)
+        return datetime.strptime(key, "%Y/%m/%d/%H%M").replace(tzinfo=UTC)
     except ValueError as exc:
         raise BadMinuteKey(f"{key!r} is not a valid minute: {exc}") from None
 
@@ -52,7 +52,7 @@ def minute_start_column(key: str) -> str:
 
 
 def key_of(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y/%m/%d/%H%M")
+    return moment.astimezone(UTC).strftime("%Y/%m/%d/%H%M")
 
 
 def is_closed(key: str, now: datetime, grace_seconds: float) -> bool:
@@ -75,7 +75,7 @@ def _first_time(path: Path) -> datetime | None:
             for _, line in zip(range(_FLAT_PROBE_LINES), f):
                 try:
                     text = orjson.loads(line.lstrip(b"\xef\xbb\xbf"))["time"]
-                    return datetime.fromisoformat(text[:19]).replace(tzinfo=timezone.utc)
+                    return datetime.fromisoformat(text[:19]).replace(tzinfo=UTC)
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                     continue
     except OSError:
@@ -100,7 +100,7 @@ def flat_file_key(path: Path) -> str | None:
     if hour > 23 or minute > 59:
         return None
     candidates = [
-        datetime.combine(first.date() + timedelta(days=d), datetime.min.time(), timezone.utc).replace(hour=hour, minute=minute)
+        datetime.combine(first.date() + timedelta(days=d), datetime.min.time(), UTC).replace(hour=hour, minute=minute)
         for d in (-1, 0, 1)
     ]
     return key_of(min(candidates, key=lambda c: abs(c - first)))

@@ -68,12 +68,18 @@ def stage_minute_files(
     pieces = [_cut(job, workers) for job in jobs] if workers > 1 else []
     if workers == 1 or len(pieces) == 1 and len(pieces[0]) == 1:  # nothing to share: no processes to start
         for job in jobs:
-            yield job, _stage_piece(_Piece(job, 0, 0, -1, True), tables, team_aliases), _tables_in(job.directory, tables)
+            yield (
+                job,
+                _stage_piece(_Piece(job, 0, 0, -1, True), tables, team_aliases),
+                _tables_in(job.directory, tables),
+            )
         return
     # fork: the workers need nothing but this module, and start in milliseconds.
     context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
     with ProcessPoolExecutor(workers, mp_context=context) as pool, ThreadPoolExecutor(1) as hasher:
-        futures = [[pool.submit(_stage_piece, piece, tables, team_aliases) for piece in file_pieces] for file_pieces in pieces]
+        futures = [
+            [pool.submit(_stage_piece, piece, tables, team_aliases) for piece in file_pieces] for file_pieces in pieces
+        ]
         hashes: list[Future | None] = [
             hasher.submit(_sha256, job.path) if len(file_pieces) > 1 else None for job, file_pieces in zip(jobs, pieces)
         ]
@@ -120,8 +126,9 @@ def _stage_piece(piece: _Piece, tables: tuple[str, ...], team_aliases: Mapping[s
         lines_before = _newlines_before(stream, piece.start)
         stream.seek(piece.start)
         limit = None if piece.end < 0 else piece.end - piece.start
-        summary = transform_stream(stream, job.minute_file, sink, team_aliases, limit=limit,
-                                   lines_before=lines_before, sha256=piece.whole)
+        summary = transform_stream(
+            stream, job.minute_file, sink, team_aliases, limit=limit, lines_before=lines_before, sha256=piece.whole
+        )
     sink.close()
     return summary
 
@@ -170,4 +177,3 @@ def _sha256(path: Path) -> str:
 
 def _tables_in(directory: Path, tables: tuple[str, ...]) -> dict[str, Path]:
     return {t: directory / f"{t}.jsonl" for t in tables}
-

@@ -25,9 +25,14 @@ _EMPTY: dict = {}
 
 
 def _type_name(value: object) -> str:
-    return {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+    }.get(type(value), type(value).__name__)
 
 
 def obj(value: Any, path: str, required: bool = True) -> dict:
@@ -101,7 +106,16 @@ _VALIDATOR_COLUMNS = (
     *(f"current_{f}" for f in _VALIDATOR_FIELDS),
     *(f"last_{f}" for f in _VALIDATOR_FIELDS),
 )
-_CORE_FIELDS = ("da_load", "popularity", "imports", "exports", "extrinsic_size", "extrinsic_count", "bundle_size", "gas_used")
+_CORE_FIELDS = (
+    "da_load",
+    "popularity",
+    "imports",
+    "exports",
+    "extrinsic_size",
+    "extrinsic_count",
+    "bundle_size",
+    "gas_used",
+)
 _CORE_COLUMNS = ("core", *_CORE_FIELDS)
 _SERVICE_FIELDS = (
     "provided_count",
@@ -172,7 +186,9 @@ def _skeleton(counts: tuple[int, ...]) -> bytes:
         if len(_SKELETONS) > 1024:
             _SKELETONS.clear()
         lists = (b"[" + b",".join([record] * n) + b"]" for record, n in zip(_RECORDS, counts))
-        skeleton = _SKELETONS[counts] = b"{" + b",".join(b'"' + k.encode() + b'":' + v for k, v in zip(_STATS_KEYS, lists)) + b"}"
+        skeleton = _SKELETONS[counts] = (
+            b"{" + b",".join(b'"' + k.encode() + b'":' + v for k, v in zip(_STATS_KEYS, lists)) + b"}"
+        )
     return skeleton
 
 
@@ -227,12 +243,20 @@ def _statistics_fast(head: bytes, p: dict) -> Rows | None:
     if n_validators:
         cur = cur.replace(b'{"', b'{"current_').replace(b',"', b',"current_')
         prev = prev.replace(b'{"', b'{"last_').replace(b',"', b',"last_')
-        rows = map(b"".join, zip(repeat(head + b'"validator_id":'), _index(n_validators), _pieces(cur, b"}"),
-                                 repeat(b","), _pieces(prev, b"}"), repeat(b"}\n")))
+        rows = map(
+            b"".join,
+            zip(
+                repeat(head + b'"validator_id":'),
+                _index(n_validators),
+                _pieces(cur, b"}"),
+                repeat(b","),
+                _pieces(prev, b"}"),
+                repeat(b"}\n"),
+            ),
+        )
         out.append(("validatorstatistics", Serialized(b"".join(rows), n_validators)))
     if n_cores:
-        rows = map(b"".join, zip(repeat(head + b'"core":'), _index(n_cores), _pieces(core_list, b"}"),
-                                 repeat(b"}\n")))
+        rows = map(b"".join, zip(repeat(head + b'"core":'), _index(n_cores), _pieces(core_list, b"}"), repeat(b"}\n")))
         out.append(("corestatistics", Serialized(b"".join(rows), n_cores)))
     if n_services:
         services = service_list.replace(b'{"id":', b'{"service_id":').replace(b',"record":{', b",")
@@ -270,7 +294,11 @@ def statistics(common: Row, payload: Any, md: dict[str, str], codec: str | None)
         service = obj(service, f"services[{i}]")
         record = obj(service.get("record"), f"services[{i}].record", required=False)
         row = dict(head)
-        row.update(zip(_SERVICE_COLUMNS, (service.get("id"), *_record_values(record, _SERVICE_FIELDS, f"services[{i}].record"))))
+        row.update(
+            zip(
+                _SERVICE_COLUMNS, (service.get("id"), *_record_values(record, _SERVICE_FIELDS, f"services[{i}].record"))
+            )
+        )
         append(("servicestatistics", row))
     return rows
 
@@ -431,12 +459,15 @@ MSG_TYPE_NAMES: dict[str, str] = {
 
 def msg_type_names(counts: dict[str, int]) -> dict[str, int]:
     """Line counts by msg_type keyed `name (number)`, numerically ordered; unknown types say so."""
+
     def label(code: str) -> str:
         if not code.isdigit():
             return code  # "unreadable": the line's msg_type could not be read
         return f"{MSG_TYPE_NAMES.get(code, 'unknown')} ({code})"
 
-    return {label(k): counts[k] for k in sorted(counts, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))}
+    return {
+        label(k): counts[k] for k in sorted(counts, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))
+    }
 
 
 HANDLERS: dict[str, Handler] = {

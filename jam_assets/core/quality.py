@@ -29,9 +29,21 @@ SIG784 = r"0x[0-9a-f]{1000}[0-9a-f]{568}"  # RE2 caps one repetition at 1000
 HEX_BLOB = r"0x([0-9a-f]{2})*"
 
 _HASH32_COLUMNS = {
-    "sender_id", "parent", "parent_state_root", "extrinsic_hash", "anchor", "state_root", "beefy_root",
-    "lookup_anchor", "erasure_root", "exports_root", "work_package_hash", "code_hash", "authorizer_hash",
-    "authorizer_code_hash", "preimage_hash",
+    "sender_id",
+    "parent",
+    "parent_state_root",
+    "extrinsic_hash",
+    "anchor",
+    "state_root",
+    "beefy_root",
+    "lookup_anchor",
+    "erasure_root",
+    "exports_root",
+    "work_package_hash",
+    "code_hash",
+    "authorizer_hash",
+    "authorizer_code_hash",
+    "preimage_hash",
 }
 _BLOB_COLUMNS = {"codec_encoded", "blob", "bitfield", "auth_output", "authorization", "authorizer_params"}
 
@@ -143,7 +155,9 @@ class Exports:
         self._loaded: dict[str, str | None] = {}
 
     def files(self, table: str) -> list[str]:
-        return [str(p) for k in self.minute_files if (p := self.root / table / f"{k}.jsonl").exists() and p.stat().st_size]
+        return [
+            str(p) for k in self.minute_files if (p := self.root / table / f"{k}.jsonl").exists() and p.stat().st_size
+        ]
 
     def relation(self, table: str, columns: Sequence[str] | None = None) -> str | None:
         """A SQL FROM item over the table's rows (`columns` is a hint), or None when there are none."""
@@ -153,7 +167,9 @@ class Exports:
             if files:
                 name = f"exported_{table}"
                 listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-                self.conn.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {schema.duckdb_read_json(table, f'[{listing}]')}")
+                self.conn.execute(
+                    f"CREATE TEMP TABLE {name} AS SELECT * FROM {schema.duckdb_read_json(table, f'[{listing}]')}"
+                )
             self._loaded[table] = name
         return self._loaded[table]
 
@@ -203,9 +219,13 @@ def check_hex_formats(exports: Exports, table: str) -> Outcome:
         return Outcome(True, "ERROR", f"{len(patterns)} hex column(s) well-formed", extra={"columns_checked": checked})
     worst = ", ".join(f"{c} {n}" for c, n in sorted(by_column.items(), key=lambda x: -x[1]))
     return Outcome(
-        False, "ERROR", f"{len(bad)} malformed values ({worst})", len(bad),
+        False,
+        "ERROR",
+        f"{len(bad)} malformed values ({worst})",
+        len(bad),
         _sample_rows(bad, ["minute_file", "line_no", "column", "value"]),
-        {"failing_by_column": by_column, "columns_checked": checked}, _by_minute(bad),
+        {"failing_by_column": by_column, "columns_checked": checked},
+        _by_minute(bad),
     )
 
 
@@ -240,11 +260,19 @@ def check_elapsed(exports: Exports, table: str, band: ElapsedBand) -> Outcome:
     extra = {"per_team": teams_table, "band_us": [band.low, band.high] if not band.expect_zero else [0, 0]}
     samples = _sample_rows(suspects, ["minute_file", "line_no", "team", "value", "looks_like"])
     if wrong_teams:
-        return Outcome(False, "ERROR", "team median outside the plausible band: " + "; ".join(wrong_teams),
-                       len(suspects), samples, extra, _by_minute(suspects))
+        return Outcome(
+            False,
+            "ERROR",
+            "team median outside the plausible band: " + "; ".join(wrong_teams),
+            len(suspects),
+            samples,
+            extra,
+            _by_minute(suspects),
+        )
     if suspects:
-        return Outcome(False, "WARN", f"{len(suspects)} lines with {why}", len(suspects), samples, extra,
-                       _by_minute(suspects))
+        return Outcome(
+            False, "WARN", f"{len(suspects)} lines with {why}", len(suspects), samples, extra, _by_minute(suspects)
+        )
     values = sum(r["values"] for r in teams_table)
     if not values:
         return Outcome(True, "WARN", "no elapsed values", extra=extra)
@@ -266,18 +294,28 @@ def check_time_window(exports: Exports, table: str, tolerance_seconds: float) ->
     outside = exports.rows(sql)
     if not outside:
         return Outcome(True, "WARN", f"every line within its minute ±{tol:g} s")
-    return Outcome(False, "WARN", f"{len(outside)} lines outside their minute ±{tol:g} s", len(outside),
-                   _sample_rows(outside, ["minute_file", "line_no", "value", "seconds_from_minute_start"]),
-                   by_minute=_by_minute(outside))
+    return Outcome(
+        False,
+        "WARN",
+        f"{len(outside)} lines outside their minute ±{tol:g} s",
+        len(outside),
+        _sample_rows(outside, ["minute_file", "line_no", "value", "seconds_from_minute_start"]),
+        by_minute=_by_minute(outside),
+    )
 
 
 def check_lines_accounted(exports: Exports, summaries: Mapping[str, MinuteFileSummary]) -> Outcome:
     """Lines that gave rows + rejected lines = lines in the file, for every minute file, from the exports."""
-    parts = [f"SELECT minute_file, line_no FROM {rel}" for t in schema.ALL_TABLES
-             if (rel := exports.relation(t, ["minute_file", "line_no"])) is not None]
+    parts = [
+        f"SELECT minute_file, line_no FROM {rel}"
+        for t in schema.ALL_TABLES
+        if (rel := exports.relation(t, ["minute_file", "line_no"])) is not None
+    ]
     stored: dict[str, int] = {}
     if parts:
-        stored = dict(exports.rows(f"SELECT minute_file, count(DISTINCT line_no) FROM ({' UNION ALL '.join(parts)}) GROUP BY 1"))
+        stored = dict(
+            exports.rows(f"SELECT minute_file, count(DISTINCT line_no) FROM ({' UNION ALL '.join(parts)}) GROUP BY 1")
+        )
     wrong = []
     for key in sorted(summaries):
         expected, found = summaries[key].lines, stored.get(key, 0)
@@ -287,8 +325,14 @@ def check_lines_accounted(exports: Exports, summaries: Mapping[str, MinuteFileSu
     if not wrong:
         return Outcome(True, "ERROR", f"all {total} lines of {len(summaries)} minute files accounted for")
     lost = sum(w["lines_in_file"] - w["lines_in_outputs"] for w in wrong)
-    return Outcome(False, "ERROR", f"{len(wrong)} minute files do not add up ({lost:+d} lines missing)", len(wrong),
-                   wrong[:SAMPLES], by_minute={w["minute_file"]: w["lines_in_file"] - w["lines_in_outputs"] for w in wrong})
+    return Outcome(
+        False,
+        "ERROR",
+        f"{len(wrong)} minute files do not add up ({lost:+d} lines missing)",
+        len(wrong),
+        wrong[:SAMPLES],
+        by_minute={w["minute_file"]: w["lines_in_file"] - w["lines_in_outputs"] for w in wrong},
+    )
 
 
 def _envelope_fact(summaries: Mapping[str, MinuteFileSummary], count: str, samples: str, ok: str, bad: str) -> Outcome:
@@ -301,12 +345,20 @@ def _envelope_fact(summaries: Mapping[str, MinuteFileSummary], count: str, sampl
 
 
 def check_preimage_hash(summaries: Mapping[str, MinuteFileSummary]) -> Outcome:
-    return _envelope_fact(summaries, "preimage_hash_mismatches", "preimage_hash_samples",
-                          "preimage_hash equals metadata h wherever the line has one",
-                          "{n} preimages whose BLAKE2b-256 differs from metadata h")
+    return _envelope_fact(
+        summaries,
+        "preimage_hash_mismatches",
+        "preimage_hash_samples",
+        "preimage_hash equals metadata h wherever the line has one",
+        "{n} preimages whose BLAKE2b-256 differs from metadata h",
+    )
 
 
 def check_codec_len(summaries: Mapping[str, MinuteFileSummary]) -> Outcome:
-    return _envelope_fact(summaries, "codec_len_mismatches", "codec_len_samples",
-                          "codec_encoded has metadata codec_len bytes wherever both exist",
-                          "{n} lines whose codec_encoded length differs from metadata codec_len")
+    return _envelope_fact(
+        summaries,
+        "codec_len_mismatches",
+        "codec_len_samples",
+        "codec_encoded has metadata codec_len bytes wherever both exist",
+        "{n} lines whose codec_encoded length differs from metadata codec_len",
+    )

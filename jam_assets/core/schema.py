@@ -54,9 +54,7 @@ def columns(table: str) -> tuple[Column, ...]:
     if table not in ALL_TABLES and table not in DAY_TABLES:
         raise KeyError(f"unknown table {table!r}; known tables: {', '.join(ALL_TABLES + DAY_TABLES)}")
     fields = json.loads((resources.files("jam_assets") / "schema" / f"{table}.json").read_text())
-    return tuple(
-        Column(f["name"], f["type"], f.get("mode", "NULLABLE"), f.get("description", "")) for f in fields
-    )
+    return tuple(Column(f["name"], f["type"], f.get("mode", "NULLABLE"), f.get("description", "")) for f in fields)
 
 
 def column_names(table: str) -> tuple[str, ...]:

@@ -30,9 +30,7 @@ class JsonlStage:
     def __init__(self, directory: Path, tables: Iterable[str] = schema.ALL_TABLES):
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self._files: dict[str, IO[bytes]] = {
-            t: open(directory / f"{t}.jsonl", "wb", buffering=_BUFFER) for t in tables
-        }
+        self._files: dict[str, IO[bytes]] = {t: open(directory / f"{t}.jsonl", "wb", buffering=_BUFFER) for t in tables}
         self._writes = {t: f.write for t, f in self._files.items()}
 
     def write(self, table: str, line: bytes) -> None:

@@ -74,7 +74,14 @@ class MinuteFileSummary:
 
     def merge(self, later: MinuteFileSummary) -> None:
         """Add the summary of the next piece of the same file (its lines follow this one's)."""
-        for name in ("bytes", "lines", "lines_with_rows", "rejected", "preimage_hash_mismatches", "codec_len_mismatches"):
+        for name in (
+            "bytes",
+            "lines",
+            "lines_with_rows",
+            "rejected",
+            "preimage_hash_mismatches",
+            "codec_len_mismatches",
+        ):
             setattr(self, name, getattr(self, name) + getattr(later, name))
         for name in ("lines_by_msg_type", "rows_by_table", "rejected_by_reason"):
             getattr(self, name).update(getattr(later, name))
@@ -145,7 +152,7 @@ def _check_int_range(table: str, row: Row) -> None:
             raise LineRejected("bad_value", f"{table}.{name} = {value} does not fit a 64-bit INTEGER")
 
 
-def serialise(rows: Rows, types: dict[str, "_TableTypes"]) -> list[tuple[str, bytes, int]]:
+def serialise(rows: Rows, types: dict[str, _TableTypes]) -> list[tuple[str, bytes, int]]:
     """Check every row of a line against its schema and serialise it; all or nothing for the line."""
     out = []
     dumps = orjson.dumps
@@ -211,7 +218,9 @@ class LineTransformer:
             msg_type = str(int(msg_type))
         if msg_type not in HANDLERS:
             self.msg_type = msg_type
-            raise LineRejected("unknown_msg_type", f"msg_type {msg_type} is not one of {', '.join(sorted(HANDLERS, key=int))}")
+            raise LineRejected(
+                "unknown_msg_type", f"msg_type {msg_type} is not one of {', '.join(sorted(HANDLERS, key=int))}"
+            )
         return msg_type
 
     def rows(self, line_no: int, text: bytes | memoryview) -> list[tuple[str, bytes, int]]:
@@ -253,7 +262,9 @@ class LineTransformer:
         elif type(sender_id) is not str:
             raise LineRejected("bad_value", f"sender_id must be a string, got {preview(sender_id)}")
         if elapsed is not None and (type(elapsed) is not int or not 0 <= elapsed <= INT64_MAX):
-            raise LineRejected("bad_value", f"elapsed must be a whole, non-negative number of microseconds, got {preview(elapsed)}")
+            raise LineRejected(
+                "bad_value", f"elapsed must be a whole, non-negative number of microseconds, got {preview(elapsed)}"
+            )
         if codec is not None and type(codec) is not str:
             raise LineRejected("bad_value", f"codec_encoded must be a hex string, got {preview(codec)}")
         self.codec = codec
@@ -282,8 +293,9 @@ _ENVELOPE = ("msg_type", "time", "metadata", "sender_id", "elapsed", "codec_enco
 _NO_METADATA: Mapping[str, str] = MappingProxyType({})
 
 
-def rejected_row(minute_file: str, minute_start: str, line_no: int, reason: str, detail: str, msg_type: str | None,
-                 raw: bytes) -> Row:
+def rejected_row(
+    minute_file: str, minute_start: str, line_no: int, reason: str, detail: str, msg_type: str | None, raw: bytes
+) -> Row:
     try:
         text, encoded = raw.decode("utf-8"), None
     except UnicodeDecodeError:
@@ -315,7 +327,9 @@ def _sample(samples: list[dict], item: dict) -> None:
 _CHUNK = 8 << 20
 
 
-def _lines(stream: IO[bytes], limit: int | None, summary: MinuteFileSummary, digest) -> Iterator[tuple[bytes | memoryview, bool]]:
+def _lines(
+    stream: IO[bytes], limit: int | None, summary: MinuteFileSummary, digest
+) -> Iterator[tuple[bytes | memoryview, bool]]:
     """(line without its newline, whether it had one) for each line of the stream.
 
     The stream is read in large chunks. A line is a view into its chunk, found with one C-level
@@ -409,8 +423,15 @@ def transform_stream(
     return summary
 
 
-def _reject(summary: MinuteFileSummary, transformer: LineTransformer, sink: RowSink, line_no: int, raw: bytes,
-            terminated: bool, rejection: LineRejected) -> None:
+def _reject(
+    summary: MinuteFileSummary,
+    transformer: LineTransformer,
+    sink: RowSink,
+    line_no: int,
+    raw: bytes,
+    terminated: bool,
+    rejection: LineRejected,
+) -> None:
     reason, detail = rejection.reason, rejection.detail
     text = raw[3:] if line_no == 1 and raw[:3] == BOM else raw
     if not text or text.isspace():
@@ -432,16 +453,30 @@ def _codec_len_mismatch(summary: MinuteFileSummary, transformer: LineTransformer
     codec = transformer.codec
     actual = (len(codec) - 2) // 2 if codec[:2] == "0x" else None
     summary.codec_len_mismatches += 1
-    _sample(summary.codec_len_samples, {"minute_file": summary.minute_file, "line_no": line_no,
-                                        "codec_len": transformer.metadata["codec_len"], "codec_bytes": actual})
+    _sample(
+        summary.codec_len_samples,
+        {
+            "minute_file": summary.minute_file,
+            "line_no": line_no,
+            "codec_len": transformer.metadata["codec_len"],
+            "codec_bytes": actual,
+        },
+    )
 
 
 def _check_preimage_hash(summary: MinuteFileSummary, transformer: LineTransformer, line_no: int) -> None:
     expected = transformer.metadata.get("h")
     if expected is not None and transformer.preimage_hash != expected.lower():
         summary.preimage_hash_mismatches += 1
-        _sample(summary.preimage_hash_samples, {"minute_file": summary.minute_file, "line_no": line_no,
-                                                "h": expected, "preimage_hash": transformer.preimage_hash})
+        _sample(
+            summary.preimage_hash_samples,
+            {
+                "minute_file": summary.minute_file,
+                "line_no": line_no,
+                "h": expected,
+                "preimage_hash": transformer.preimage_hash,
+            },
+        )
 
 
 class ListSink:

@@ -90,7 +90,10 @@ def plan_tick(
 ) -> TickPlan:
     plan = TickPlan()
     window_start = now - timedelta(seconds=watch_seconds)
-    in_window = lambda key: minute_start(key) + timedelta(seconds=60) > window_start
+
+    def in_window(key: str) -> bool:
+        return minute_start(key) + timedelta(seconds=60) > window_start
+
     watched = dict(cursor.watched)
     on_disk = {f.key for f in files}
     high_water = cursor.high_water

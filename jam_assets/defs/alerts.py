@@ -45,7 +45,9 @@ def _text(error) -> str:
 )
 def alert_on_run_failure(context: dg.RunFailureSensorContext, alerts: AlertWebhook) -> None:
     error = context.failure_event.message
-    step_errors = [_text(e.step_failure_data.error) for e in context.get_step_failure_events() if e.step_failure_data.error]
+    step_errors = [
+        _text(e.step_failure_data.error) for e in context.get_step_failure_events() if e.step_failure_data.error
+    ]
     body = failure_alert(context.dagster_run, step_errors[0] if step_errors else error)
     try:
         status = alerts.post(body)

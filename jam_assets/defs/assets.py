@@ -6,19 +6,18 @@ streams each file's rows into per-table staging files, and the table IO manager 
 The step handles one minute file or a whole range of them (single-run backfills) the same way.
 """
 
-
 import time
 from collections.abc import Iterator
 
 import dagster as dg
 
+from .._dagster_compat import add_partition_metadata, batch_event_writes
 from ..core import schema
 from ..core.minute_files import locate
 from ..core.parallel import MinuteFileJob, stage_minute_files
 from ..core.payloads import msg_type_names
 from ..core.staging import StagedRun, StagedTable, discard, sweep_stale
 from ..core.transform import MinuteFileSummary
-from .._dagster_compat import add_partition_metadata, batch_event_writes
 from .checks import CHECK_SPECS, check_results
 from .partitions import backfill_policy, minute_files
 from .settings import JamSettings
@@ -160,7 +159,9 @@ def derive_minute_files(
     # writer's own retries; a run that still fails is requested again by the sensor.
     retry_policy=RETRY_POLICY,
 )
-def minute_file_tables(context: dg.AssetExecutionContext, settings: JamSettings) -> Iterator[dg.Output | dg.AssetCheckResult]:
+def minute_file_tables(
+    context: dg.AssetExecutionContext, settings: JamSettings
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
     batch_event_writes()
     selected = selected_names(context)
     tables = [t for t in schema.ALL_TABLES if t in selected]

@@ -25,22 +25,39 @@ TIME_IN_WINDOW = "time_in_window"
 CHECK_SPECS = [
     # On rejected_lines, not raw_log: raw_log can be materialized alone (the tables follow in
     # their own run, by automation), and the accounting is over what the tables hold.
-    dg.AssetCheckSpec(LINES_ACCOUNTED, asset=schema.REJECTED, blocking=True,
-                      description="Lines that gave rows + rejected lines = lines in the file, counted in the exports."),
-    dg.AssetCheckSpec(CODEC_LEN, asset=RAW_LOG,
-                      description="codec_encoded has exactly metadata codec_len bytes wherever both exist."),
-    dg.AssetCheckSpec(PREIMAGE_HASH, asset="preimages",
-                      description="preimage_hash (BLAKE2b-256 of the blob) equals metadata h wherever the line has one."),
+    dg.AssetCheckSpec(
+        LINES_ACCOUNTED,
+        asset=schema.REJECTED,
+        blocking=True,
+        description="Lines that gave rows + rejected lines = lines in the file, counted in the exports.",
+    ),
+    dg.AssetCheckSpec(
+        CODEC_LEN, asset=RAW_LOG, description="codec_encoded has exactly metadata codec_len bytes wherever both exist."
+    ),
+    dg.AssetCheckSpec(
+        PREIMAGE_HASH,
+        asset="preimages",
+        description="preimage_hash (BLAKE2b-256 of the blob) equals metadata h wherever the line has one.",
+    ),
     *[
         spec
         for table in schema.TABLES
         for spec in (
-            dg.AssetCheckSpec(HEX_FORMATS, asset=table,
-                              description="Hashes, keys, signatures and blobs match FORMAT.md 6; REQUIRED columns are not null."),
-            dg.AssetCheckSpec(ELAPSED_UNITS, asset=table,
-                              description="elapsed per team: count, median, range; flags values that look like ns or ms."),
-            dg.AssetCheckSpec(TIME_IN_WINDOW, asset=table,
-                              description="Each row's time lies within its minute file's minute, give or take the tolerance."),
+            dg.AssetCheckSpec(
+                HEX_FORMATS,
+                asset=table,
+                description="Hashes, keys, signatures and blobs match FORMAT.md 6; REQUIRED columns are not null.",
+            ),
+            dg.AssetCheckSpec(
+                ELAPSED_UNITS,
+                asset=table,
+                description="elapsed per team: count, median, range; flags values that look like ns or ms.",
+            ),
+            dg.AssetCheckSpec(
+                TIME_IN_WINDOW,
+                asset=table,
+                description="Each row's time lies within its minute file's minute, give or take the tolerance.",
+            ),
         )
     ],
 ]
@@ -55,7 +72,10 @@ def _metadata(outcome: quality.Outcome) -> dict[str, object]:
     per_team = outcome.extra.get("per_team")
     if per_team is not None:
         lines = ["| team | values | median µs | min µs | max µs |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {r['team']} | {r['values']} | {r['median_us']:,} | {r['min_us']:,} | {r['max_us']:,} |" for r in per_team]
+        lines += [
+            f"| {r['team']} | {r['values']} | {r['median_us']:,} | {r['min_us']:,} | {r['max_us']:,} |"
+            for r in per_team
+        ]
         meta["per_team"] = dg.MetadataValue.md("\n".join(lines))
         meta["per_team_json"] = dg.MetadataValue.json(per_team)
     for key, value in outcome.extra.items():
@@ -64,8 +84,9 @@ def _metadata(outcome: quality.Outcome) -> dict[str, object]:
     return meta
 
 
-def evaluate(check: dg.AssetCheckKey, exports: quality.Exports, summaries: Mapping[str, MinuteFileSummary],
-             settings: JamSettings) -> quality.Outcome:
+def evaluate(
+    check: dg.AssetCheckKey, exports: quality.Exports, summaries: Mapping[str, MinuteFileSummary], settings: JamSettings
+) -> quality.Outcome:
     table, name = check.asset_key.path[-1], check.name
     bounds = settings.quality_bounds()
     if name == LINES_ACCOUNTED:
@@ -83,12 +104,15 @@ def evaluate(check: dg.AssetCheckKey, exports: quality.Exports, summaries: Mappi
     raise KeyError(f"no such check: {check.to_user_string()}")
 
 
-def check_results(context: dg.AssetExecutionContext, settings: JamSettings,
-                  summaries: Mapping[str, MinuteFileSummary]) -> Iterator[dg.AssetCheckResult]:
+def check_results(
+    context: dg.AssetExecutionContext, settings: JamSettings, summaries: Mapping[str, MinuteFileSummary]
+) -> Iterator[dg.AssetCheckResult]:
     selected = sorted(context.selected_asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name))
     if not selected:
         return
-    exports = quality.Exports(settings.export_root, sorted(summaries), spill_dir=settings.staging_dir(context.run_id) / "checks")
+    exports = quality.Exports(
+        settings.export_root, sorted(summaries), spill_dir=settings.staging_dir(context.run_id) / "checks"
+    )
     try:
         for check in selected:
             outcome = evaluate(check, exports, summaries, settings)

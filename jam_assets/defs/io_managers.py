@@ -86,8 +86,12 @@ class TablesIOManager(dg.ConfigurableIOManager):
             "export_root": dg.MetadataValue.path(str(self.settings.export_root / table)),
             "warehouse": self.warehouse.name,
             "warehouse_write": dg.MetadataValue.json(
-                {"minute_files": len(obj.files), "rows": outcome.rows, "seconds": round(outcome.seconds, 3),
-                 **outcome.metadata}
+                {
+                    "minute_files": len(obj.files),
+                    "rows": outcome.rows,
+                    "seconds": round(outcome.seconds, 3),
+                    **outcome.metadata,
+                }
             ),
         }
         if outcome.table_rows is not None:

@@ -7,12 +7,11 @@ followed). Both are written like the tables: the warehouse (a day replaced at on
 `<export root>/<table>/YYYY/MM/DD.jsonl`, and the page `<export root>/leaderboard/index.html`.
 """
 
-
 import json
 import os
 import time
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
@@ -65,7 +64,7 @@ def write_page(settings: JamSettings, newest: str) -> str:
     """Rebuild `<export root>/leaderboard/index.html` from the exports (replaced atomically)."""
     board = read_recent(settings, "leaderboard", newest)
     quality = read_recent(settings, "quality_report", newest)
-    html = page.render_html(board, quality, datetime.now(timezone.utc), settings.quality_bounds().elapsed)
+    html = page.render_html(board, quality, datetime.now(UTC), settings.quality_bounds().elapsed)
     path = settings.export_root / "leaderboard" / "index.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".html.partial")
@@ -100,18 +99,25 @@ def daily_reports(context: dg.AssetExecutionContext, settings: JamSettings, ware
     by_day = group_by_day(board, day_keys)
     quality_by_day = group_by_day(quality, day_keys)
     add_partition_metadata(context, "leaderboard", {d: {"rows": len(r)} for d, r in by_day.items()})
-    add_partition_metadata(context, "quality_report", {
-        d: {"rows": len(r), "failing": sum(1 for q in r if q["severity"])} for d, r in quality_by_day.items()})
+    add_partition_metadata(
+        context,
+        "quality_report",
+        {d: {"rows": len(r), "failing": sum(1 for q in r if q["severity"])} for d, r in quality_by_day.items()},
+    )
     newest = day_keys[-1]
     recent = [r for r in board if r["day"] == newest]
     history = [r for r in read_recent(settings, "leaderboard", newest) if r["day"] != newest] + recent
     leaderboard_md = "\n\n".join(f"**{m}**\n\n{page.markdown_table(recent, m)}" for m in TIMED_METRICS)
     charts_md = "\n\n".join(page.chart_markdown(history, m) for m in TIMED_METRICS)
-    yield dg.Output(by_day, "leaderboard", metadata={
-        "leaderboard": dg.MetadataValue.md(f"Day {newest}\n\n{leaderboard_md}"),
-        "medians": dg.MetadataValue.md(charts_md),
-        "page": dg.MetadataValue.path(str(settings.export_root / "leaderboard" / "index.html")),
-    })
+    yield dg.Output(
+        by_day,
+        "leaderboard",
+        metadata={
+            "leaderboard": dg.MetadataValue.md(f"Day {newest}\n\n{leaderboard_md}"),
+            "medians": dg.MetadataValue.md(charts_md),
+            "page": dg.MetadataValue.path(str(settings.export_root / "leaderboard" / "index.html")),
+        },
+    )
     failures = [q for q in quality if q["severity"]]
     yield dg.Output(quality_by_day, "quality_report", metadata={"failing": len(failures)})
     # Both tables are written (their outputs handled): the page shows what they hold.
@@ -119,7 +125,9 @@ def daily_reports(context: dg.AssetExecutionContext, settings: JamSettings, ware
 
 
 daily_reports_job = dg.define_asset_job(
-    "daily_reports_job", selection=dg.AssetSelection.assets(daily_reports), partitions_def=days,
+    "daily_reports_job",
+    selection=dg.AssetSelection.assets(daily_reports),
+    partitions_def=days,
     description="The leaderboard and the quality report of the selected days.",
 )
 
@@ -163,9 +171,12 @@ def daily_reports_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
     last: dict[str, float] = dict(state.get("last", {}))
     now = time.time()
     records = context.instance.get_run_records(
-        dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS],
-                      updated_after=datetime.fromtimestamp(since, timezone.utc) if since else None),
-        limit=500, order_by="update_timestamp", ascending=True,
+        dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.SUCCESS], updated_after=datetime.fromtimestamp(since, UTC) if since else None
+        ),
+        limit=500,
+        order_by="update_timestamp",
+        ascending=True,
     )
     ordered = context.instance.get_dynamic_partitions(minute_files.name) if records else []
     for record in records:
@@ -183,6 +194,7 @@ def daily_reports_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
     return dg.SensorResult(
         run_requests=[dg.RunRequest(partition_key=d, run_key=f"{d}@{int(now)}") for d in due],
         dynamic_partitions_requests=[days.build_add_request([d for d in due if d not in registered])]
-        if any(d not in registered for d in due) else [],
+        if any(d not in registered for d in due)
+        else [],
         cursor=cursor,
     )

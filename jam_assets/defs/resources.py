@@ -9,11 +9,11 @@ reaches the resources as a `dg.EnvVar`, so the UI shows variable names, never va
 
 from __future__ import annotations
 
+from ..sinks.bigquery import PARTITION_TYPES
 from .alerts import AlertWebhook
 from .dune import DuneResource
 from .io_managers import DayTablesIOManager, TablesIOManager
 from .settings import Env, JamSettings, SettingsError, settings_from_env
-from ..sinks.bigquery import PARTITION_TYPES
 from .warehouses import BigQueryWarehouse, DuckDBWarehouse, JamBigQueryResource
 
 DEPLOYMENTS = ("local", "production")
@@ -61,12 +61,21 @@ def bigquery_warehouse(env: Env) -> BigQueryWarehouse:
     return BigQueryWarehouse(
         bigquery=client,
         dataset=env.string(
-            "JAM_BQ_DATASET", required_because="it names the dataset the tables go to (create it first: bq mk --dataset)"
+            "JAM_BQ_DATASET",
+            required_because="it names the dataset the tables go to (create it first: bq mk --dataset)",
         ),
-        maximum_bytes_billed=env.whole("JAM_BQ_MAX_BYTES_BILLED", BigQueryWarehouse.model_fields["maximum_bytes_billed"].default,
-                                       minimum=1, unit="a whole number of bytes"),
-        job_timeout_seconds=env.whole("JAM_BQ_JOB_TIMEOUT_SECONDS", BigQueryWarehouse.model_fields["job_timeout_seconds"].default,
-                                      minimum=1, unit="a whole number of seconds"),
+        maximum_bytes_billed=env.whole(
+            "JAM_BQ_MAX_BYTES_BILLED",
+            BigQueryWarehouse.model_fields["maximum_bytes_billed"].default,
+            minimum=1,
+            unit="a whole number of bytes",
+        ),
+        job_timeout_seconds=env.whole(
+            "JAM_BQ_JOB_TIMEOUT_SECONDS",
+            BigQueryWarehouse.model_fields["job_timeout_seconds"].default,
+            minimum=1,
+            unit="a whole number of seconds",
+        ),
         partition_type=env.choice("JAM_BQ_PARTITION", PARTITION_TYPES),
     )
 
@@ -93,7 +102,9 @@ def production_resources(settings: JamSettings, env: Env | None = None) -> dict[
     return resources
 
 
-def resources_for(deployment: str | None = None, settings: JamSettings | None = None, env: Env | None = None) -> dict[str, object]:
+def resources_for(
+    deployment: str | None = None, settings: JamSettings | None = None, env: Env | None = None
+) -> dict[str, object]:
     env = env or Env()
     deployment = deployment or deployment_name(env)
     production = deployment == "production"

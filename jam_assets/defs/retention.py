@@ -12,7 +12,7 @@ deletes the export files of minutes older than that (whole day folders). The war
 rows either way; Dune has what it was sent.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -31,7 +31,7 @@ def prunable(keys: list[str], now: datetime, retention_days: float) -> list[str]
 @dg.op(description="Delete minute_files partitions older than the retention period whose outputs were materialized.")
 def prune_minute_partitions(context: dg.OpExecutionContext, settings: JamSettings) -> int:
     instance = context.instance
-    old = prunable(instance.get_dynamic_partitions(minute_files.name), datetime.now(timezone.utc), settings.retention_days)
+    old = prunable(instance.get_dynamic_partitions(minute_files.name), datetime.now(UTC), settings.retention_days)
     if not old:
         context.log.info("no minute partitions past the retention period")
         return 0
@@ -53,7 +53,7 @@ def prune_old_exports(context: dg.OpExecutionContext, settings: JamSettings) -> 
     if not settings.export_retention_days:
         context.log.info("exports are kept (JAM_EXPORT_RETENTION_DAYS is 0)")
         return 0
-    before = (datetime.now(timezone.utc) - timedelta(days=settings.export_retention_days)).date()
+    before = (datetime.now(UTC) - timedelta(days=settings.export_retention_days)).date()
     files, size = prune_exports(settings.export_root, schema.ALL_TABLES, before)
     context.log.info(f"deleted {files} export files ({size / 1e6:.1f} MB) of minutes before {before}")
     context.add_output_metadata({"files_deleted": files, "bytes_deleted": size, "before": str(before)})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -24,7 +24,7 @@ ATTEMPT_TAG = "jam/retry_attempt"
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def partition_states(instance: dg.DagsterInstance, keys: list[str]) -> tuple[set[str], set[str]]:
@@ -66,8 +66,11 @@ def minute_file_sensor(context: dg.SensorEvaluationContext, settings: JamSetting
     if plan.new:
         # New keys are registered in sorted order in this tick, so they are contiguous: one run.
         first, last = plan.new[0].key, plan.new[-1].key
-        signature = plan.new[0].signature if first == last else hashlib.sha1(
-            "".join(f"{f.key}@{f.signature};" for f in plan.new).encode()).hexdigest()[:12]
+        signature = (
+            plan.new[0].signature
+            if first == last
+            else hashlib.sha1("".join(f"{f.key}@{f.signature};" for f in plan.new).encode()).hexdigest()[:12]
+        )
         run_key = f"{first}@{signature}" if first == last else f"{first}...{last}@{signature}"
         run_requests.append(_run_request((first, last), run_key))
     for f in plan.changed:
@@ -96,7 +99,9 @@ def minute_file_sensor(context: dg.SensorEvaluationContext, settings: JamSetting
             what = first if first == last else f"{first} ... {last}"
             context.log.warning(f"minute file(s) {what} failed; requesting them again (retry {attempt})")
             run_requests.append(
-                _run_request((first, last), f"retry:{first}...{last}#{attempt}@{int(clock)}", {ATTEMPT_TAG: str(attempt)})
+                _run_request(
+                    (first, last), f"retry:{first}...{last}#{attempt}@{int(clock)}", {ATTEMPT_TAG: str(attempt)}
+                )
             )
         for key in retries.given_up:
             context.log.error(

@@ -167,7 +167,9 @@ def settings_from_env(env: Env | None = None, *, production: bool = False) -> Ja
         team_aliases_text=env.string("JAM_TEAM_ALIASES", format_team_aliases(DEFAULT_TEAM_ALIASES)),
         grace_seconds=env.whole("JAM_GRACE_SECONDS", DEFAULT_GRACE_SECONDS, unit="a whole number of seconds"),
         watch_seconds=env.whole("JAM_WATCH_SECONDS", DEFAULT_WATCH_SECONDS, unit="a whole number of seconds"),
-        retention_days=env.whole("JAM_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, minimum=1, unit="a whole number of days"),
+        retention_days=env.whole(
+            "JAM_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, minimum=1, unit="a whole number of days"
+        ),
         export_retention_days=env.whole("JAM_EXPORT_RETENTION_DAYS", 0, unit="a whole number of days (0: keep)"),
         core_workers=env.whole("JAM_CORE_WORKERS", 0, minimum=1, unit="a whole number of processes"),
         leaderboard_min_values=env.whole("JAM_LEADERBOARD_MIN_VALUES", 10, minimum=1, unit="a whole number of values"),

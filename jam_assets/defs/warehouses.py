@@ -79,8 +79,10 @@ class DuckDBWarehouse(Warehouse):
 
     def daily_reports(self, days, min_values, bounds):
         with DuckDBResource(database=str(self.settings.duckdb_path)).get_connection() as conn:
-            return (board.leaderboard_rows_duckdb(conn, days, min_values, bounds.elapsed),
-                    board.quality_report_rows_duckdb(conn, days, bounds))
+            return (
+                board.leaderboard_rows_duckdb(conn, days, min_values, bounds.elapsed),
+                board.quality_report_rows_duckdb(conn, days, bounds),
+            )
 
 
 class JamBigQueryResource(BigQueryResource):
@@ -153,10 +155,13 @@ class BigQueryWarehouse(Warehouse):
     def replace_days(self, log, run_id, work_dir, table, rows_by_day) -> TableWrite:
         with self.bigquery.get_client() as client:
             return bq.BigQueryWriter(client, self.target(client.project), run_id, work_dir, log.info).replace_days(
-                table, rows_by_day)
+                table, rows_by_day
+            )
 
     def daily_reports(self, days, min_values, bounds):
         with self.bigquery.get_client() as client:
             target = self.target(client.project)
-            return (board.leaderboard_rows_bigquery(client, target, days, min_values, bounds.elapsed),
-                    board.quality_report_rows_bigquery(client, target, days, bounds))
+            return (
+                board.leaderboard_rows_bigquery(client, target, days, min_values, bounds.elapsed),
+                board.quality_report_rows_bigquery(client, target, days, bounds),
+            )

@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -115,7 +115,9 @@ def credentials_from_base64(text: str):
         return service_account.Credentials.from_service_account_info(info, scopes=[BIGQUERY_SCOPE])
     except (ValueError, KeyError) as exc:
         # The library's message names missing fields, never values.
-        raise ValueError(f"JAM_BQ_CREDENTIALS_B64: the service-account key cannot be used ({type(exc).__name__})") from None
+        raise ValueError(
+            f"JAM_BQ_CREDENTIALS_B64: the service-account key cannot be used ({type(exc).__name__})"
+        ) from None
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -186,7 +188,7 @@ def compare(existing: bigquery.Table, wanted: bigquery.Table) -> tuple[list[bigq
             problems.append(f"column {_describe(h)} is in BigQuery but not in the schema file")
         elif h != want[i]:
             problems.append(f"column {i + 1} is {_describe(h)} in BigQuery but {_describe(want[i])} in the schema file")
-    appended = list(wanted.schema[len(have):]) if not problems else []
+    appended = list(wanted.schema[len(have) :]) if not problems else []
     for f in appended:
         if _field(f)[2] != "NULLABLE":
             problems.append(f"new column {_describe(_field(f))} is REQUIRED: BigQuery can only add NULLABLE columns")
@@ -382,7 +384,9 @@ class BigQueryWriter:
                     outcomes[table] = future.result()
                 except Exception as exc:  # one table's failure never stops the others
                     outcomes[table] = WarehouseWriteError(
-                        table, f"BigQuery {self.target.table_id(table)}: {_first_line(exc)}", transient=is_transient(exc)
+                        table,
+                        f"BigQuery {self.target.table_id(table)}: {_first_line(exc)}",
+                        transient=is_transient(exc),
                     )
         return outcomes
 
@@ -459,30 +463,43 @@ class BigQueryWriter:
         started = time.monotonic()
         progress = _Progress()
         TABLES.ensure(self.client, self.target, table, self.log)
-        meta: dict[str, object] = {"bigquery_table": self.target.table_id(table), "bigquery_rows_loaded": rows,
-                                   "bigquery_bytes_loaded": size}
+        meta: dict[str, object] = {
+            "bigquery_table": self.target.table_id(table),
+            "bigquery_rows_loaded": rows,
+            "bigquery_bytes_loaded": size,
+        }
         if rows == 0 and not had_rows:
             meta["bigquery_statement"] = "none (no rows before or now)"
         elif rows == 0:
             job = self._query(delete_sql(self.target, table, part), part, f"{table}: DELETE", progress)
-            meta |= {"bigquery_statement": "DELETE", "bigquery_dml_affected_rows": job.num_dml_affected_rows or 0,
-                     "bigquery_bytes_billed": job.total_bytes_billed or 0}
+            meta |= {
+                "bigquery_statement": "DELETE",
+                "bigquery_dml_affected_rows": job.num_dml_affected_rows or 0,
+                "bigquery_bytes_billed": job.total_bytes_billed or 0,
+            }
         else:
             job = self._load_and_merge(table, part, load_file, progress, meta)
-            meta |= {"bigquery_statement": "MERGE", "bigquery_dml_affected_rows": job.num_dml_affected_rows or 0,
-                     "bigquery_bytes_billed": job.total_bytes_billed or 0}
+            meta |= {
+                "bigquery_statement": "MERGE",
+                "bigquery_dml_affected_rows": job.num_dml_affected_rows or 0,
+                "bigquery_bytes_billed": job.total_bytes_billed or 0,
+            }
         load_file.unlink(missing_ok=True)
-        meta |= {"bigquery_jobs": ", ".join(progress.jobs), "bigquery_retries": progress.retries,
-                 "bigquery_seconds": round(time.monotonic() - started, 2)}
+        meta |= {
+            "bigquery_jobs": ", ".join(progress.jobs),
+            "bigquery_retries": progress.retries,
+            "bigquery_seconds": round(time.monotonic() - started, 2),
+        }
         # The table's own row count is metadata BigQuery keeps: reading it bills nothing.
         total = self.client.get_table(self.target.table_id(table)).num_rows
         return TableWrite(table, rows, time.monotonic() - started, table_rows=total, metadata=meta)
 
-    def _load_and_merge(self, table: str, part: Slice, load_file: Path, progress: _Progress,
-                        meta: dict[str, object]) -> bigquery.QueryJob:
+    def _load_and_merge(
+        self, table: str, part: Slice, load_file: Path, progress: _Progress, meta: dict[str, object]
+    ) -> bigquery.QueryJob:
         staging_id = self.target.table_id(staging_name(table, self.run_id, list(part.keys)))
         staging = bigquery.Table(staging_id, schema=schema_fields(table))
-        staging.expires = datetime.now(timezone.utc) + timedelta(hours=STAGING_HOURS)
+        staging.expires = datetime.now(UTC) + timedelta(hours=STAGING_HOURS)
         self._retrying(f"{table}: create staging", progress, lambda: self.client.create_table(staging, exists_ok=True))
         try:
             config = bigquery.LoadJobConfig(

@@ -41,7 +41,7 @@ def ensure_table(conn, table: str) -> None:
     if [tuple(r) for r in actual] != expected:
         raise SchemaDrift(
             f"DuckDB table {table} has columns {[tuple(r) for r in actual]}, but schema/{table}.json says {expected}. "
-            f"Drop it (jam-etl sql is read-only: use duckdb <file> \"DROP TABLE {table}\") and re-run its minute files "
+            f'Drop it (jam-etl sql is read-only: use duckdb <file> "DROP TABLE {table}") and re-run its minute files '
             "(jam-etl run): the exports are rebuilt from the minute files too."
         )
 
@@ -86,12 +86,17 @@ def replace_days(conn, table: str, rows_by_day: Mapping[str, Sequence[Mapping[st
     ensure_table(conn, table)
     names = schema.column_names(table)
     # object columns keep Python ints exact (a float column would round values beyond 2^53)
-    frame = pd.DataFrame([[row[n] for n in names] for day in sorted(rows_by_day) for row in rows_by_day[day]],
-                         columns=list(names), dtype=object)
+    frame = pd.DataFrame(
+        [[row[n] for n in names] for day in sorted(rows_by_day) for row in rows_by_day[day]],
+        columns=list(names),
+        dtype=object,
+    )
     casts = ", ".join(f'CAST("{c.name}" AS {DUCKDB_TYPES[c.type]})' for c in schema.columns(table))
     conn.execute("BEGIN TRANSACTION")
     try:
-        conn.execute(f"DELETE FROM {table} WHERE day IN (SELECT CAST(unnest(?::VARCHAR[]) AS DATE))", [sorted(rows_by_day)])
+        conn.execute(
+            f"DELETE FROM {table} WHERE day IN (SELECT CAST(unnest(?::VARCHAR[]) AS DATE))", [sorted(rows_by_day)]
+        )
         if len(frame):
             conn.register("_day_rows", frame)
             conn.execute(f"INSERT INTO {table} SELECT {casts} FROM _day_rows")

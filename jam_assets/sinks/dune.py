@@ -62,7 +62,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -186,7 +186,7 @@ def _retry_after(value: str | None) -> float | None:
     if value.isdigit():
         return float(value)
     try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
     except (TypeError, ValueError):
         return None
 
@@ -345,7 +345,7 @@ class Ledger:
         with self.conn:
             self.conn.execute(
                 "INSERT OR IGNORE INTO dune_tables (dune_table, schema_json, created_at) VALUES (?, ?, ?)",
-                [dune_table, orjson.dumps(list(columns)).decode(), datetime.now(timezone.utc).isoformat()],
+                [dune_table, orjson.dumps(list(columns)).decode(), datetime.now(UTC).isoformat()],
             )
 
     def minute(self, dune_table: str, minute_file: str) -> MinuteRecord | None:
@@ -548,7 +548,7 @@ def scan_day_table(base: Path, dune_table: str, ledger: Ledger, now: datetime, s
                     continue
                 key = f"{month}/{m.group(1)}"
                 try:
-                    day_start = datetime.strptime(key, "%Y/%m/%d").replace(tzinfo=timezone.utc)
+                    day_start = datetime.strptime(key, "%Y/%m/%d").replace(tzinfo=UTC)
                 except ValueError:
                     continue
                 if day_start + timedelta(days=1, seconds=settle_seconds) > now:
@@ -825,7 +825,7 @@ def upload(
 ) -> UploadReport:
     """Upload every settled export Dune does not have as it is now; see the module doc. Never raises for a
     table's failure: the report says which failed and why (`failure_message`)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     export_root.mkdir(parents=True, exist_ok=True)
     report = UploadReport()
     with ledger_lock(export_root, cfg.lock_wait_seconds, sleep, clock) as held:
@@ -836,7 +836,7 @@ def upload(
         ledger = Ledger(export_root / LEDGER_FILE)
         client = DuneClient(cfg, sleep, clock)
         try:
-            report.uploaded_at = ledger.next_stamp(datetime.now(timezone.utc))
+            report.uploaded_at = ledger.next_stamp(datetime.now(UTC))
             uploader = _Uploader(cfg, ledger, client, log, report.uploaded_at, report)
             for table in (*schema.ALL_TABLES, *schema.DAY_TABLES):
                 uploader.table(export_root, table, now, settle_seconds)
