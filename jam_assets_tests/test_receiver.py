@@ -19,7 +19,7 @@ import threading
 import time
 
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from jam_assets.receiver.files import MinuteFiles, WriteFailed, cut_partial_line
@@ -184,8 +184,9 @@ def test_connection_limit_idle_timeout_and_slow_senders(tmp_path):
         wait_for(lambda: rx.metrics()['jam_receiver_open_connections{listener="syslog"}'] == 3, what="3 open")
         extra = socket.create_connection((LOOPBACK, rx.ports["syslog"]))
         assert extra.recv(1) == b""  # closed at once
-        with pytest.raises(Exception):
+        with pytest.raises(InvalidStatus) as refused:
             ws_connect(ws_url(rx), open_timeout=5).close()
+        assert refused.value.response.status_code == 503
         for s in held + [extra]:
             s.close()
         wait_for(lambda: rx.metrics()['jam_receiver_open_connections{listener="syslog"}'] == 0, what="closed")

@@ -257,3 +257,42 @@ def test_frame_reader_cut_frame_is_pending(tmp_path):
     reader = FrameReader(tmp_path, max_bytes=1000, spool_bytes=HEAD)
     assert reader.feed(_frames(b"whole") + b"10 part", now=1.0) == [b"whole"]
     assert reader.pending and reader.started == 1.0
+
+
+def test_fast_paths_agree_with_syslog_ngs_steps_on_mutated_headers():
+    """The regular-expression fast paths in `parse` give what the step-by-step parser gives, on the
+    headers real clients send and on thousands of mutations of them."""
+    from jam_assets.receiver.framing import parse_exactly
+
+    templates = [
+        b"<14>2026-12-02T18:09:05Z vm jamtart[7]: body",
+        b"<14>2026-12-02T18:09:05.123456+02:00 vm jamtart: body",
+        b"<14>Dec  2 18:09:05 h jamtart[42]: body",
+        b"<14>Dec 02 18:09:05 jamtart[0]: body",
+        b"<14>Dec  2 18:09:05 2026 h jamtart: body",
+        b"<14>jamtart: body",
+        b"<14>jamtart[1]: body",
+        b'<14>1 2026-12-02T18:09:05.044800+00:00 vm jamtart - - [timeQuality tzKnown="1" isSynced="0"] body',
+        b'<14>1 2026-12-02T18:09:05Z h jamtart 12 ID [a@1 x="y\\"z"][b@2] \xef\xbb\xbfbody',
+        b"<14>1 - - jamtart - - - body",
+    ]
+    alphabet = b' :[]<>-.0123456789aZzDecT"=\\\xef\xbb\xbf\x00\tJanjamtart'
+    rng = random.Random(2025)
+    checked = 0
+    for template in templates:
+        assert parse(template) == parse_exactly(template), template
+        for _ in range(1500):
+            m = bytearray(template)
+            for _ in range(rng.randint(1, 3)):
+                at = rng.randrange(len(m) + 1)
+                action = rng.random()
+                if action < 0.4 and at < len(m):
+                    m[at] = rng.choice(alphabet)
+                elif action < 0.7:
+                    m[at:at] = bytes([rng.choice(alphabet)])
+                elif at < len(m):
+                    del m[at]
+            data = bytes(m)
+            assert parse(data) == parse_exactly(data), data
+            checked += 1
+    assert checked == 15000

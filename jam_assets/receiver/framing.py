@@ -18,6 +18,8 @@ Pure functions on bytes; nothing here does I/O.
 
 from __future__ import annotations
 
+import re
+
 # An octet count has at most this many digits (syslog-ng: MAX_FRAME_LEN_DIGITS).
 FRAME_DIGITS = 10
 # Text framing ends a message at the first LF or NUL (syslog-ng's find_eom).
@@ -99,6 +101,18 @@ def parse(data: bytes) -> tuple[bytes | None, int]:
     The program is None when syslog-ng would reject the message as unparseable (it then files it
     under the program name `syslog-ng`, which no `^jamtart` filter keeps).
     """
+    m = _FAST_5424.match(data)
+    if m is not None:
+        app = m.group("app")
+        return (b"" if app == b"-" else app[:_PROGRAM_MAX]), m.end()
+    m = _FAST_STAMPED.match(data) or _FAST_UNSTAMPED.match(data)
+    if m is not None:
+        return m.group("prog"), m.end()
+    return parse_exactly(data)
+
+
+def parse_exactly(data: bytes) -> tuple[bytes | None, int]:
+    """`parse` without the fast paths: syslog-ng's parser step by step, for any input."""
     n = len(data)
     i = _pri(data, 0, n)
     if i < 0:
@@ -114,6 +128,42 @@ def parse(data: bytes) -> tuple[bytes | None, int]:
     if version != 1:
         return _legacy(data, n)
     return _rfc5424(data, j, n)
+
+
+# Fast paths: regular expressions for the headers real clients send, each matching only inputs on
+# which parse_exactly's steps are certain to give the same result (anything else falls through to it;
+# test_receiver_framing checks the two agree on mutated headers). Why each piece is safe:
+# - after `<PRI>`, a timestamp starting with 4 digits and '-' or a month name cannot be an RFC 5424
+#   version, and leaves no Cisco sequence number or clock marker to skip;
+# - timestamps are all-digit fields (syslog-ng also takes space-padded ones: those fall through), a
+#   BSD one not followed by ` YYYY ` (which would make it a Linksys one);
+# - at least one space follows, then neither AIX's "Message forwarded from " nor "last message repeated";
+# - a word of hostname-safe characters followed by a space is a hostname, as syslog-ng decides
+#   (taken atomically: no backtracking into reading it as the program); a program that could be the
+#   start of an IPv6 address (1-4 hex digits and a colon) falls through;
+# - the program runs to a space, `[` or `:`, then `[pid]`, a colon and one space are skipped.
+_ISO_STAMP = (
+    rb"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:[.,][0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2}(?![0-9]))?"
+)
+_BSD_STAMP = (
+    rb"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) (?: [0-9]|[0-9]{2}) [0-9]{2}:[0-9]{2}:[0-9]{2}"
+    rb"(?! [0-9]{4}[ \t\n\v\f\r])(?:[.,][0-9]+)?"
+)
+_PROGRAM_TAIL = rb"(?=[ \[:]|\Z)(?:\[[^ \]:]*\]?)?:? ?"
+_FAST_STAMPED = re.compile(
+    rb"<[0-9]*>(?:" + _ISO_STAMP + rb"|" + _BSD_STAMP + rb") +(?!Message forwarded from |last message repeated)"
+    rb"(?>(?:[A-Za-z0-9._-]{1,255} +)?)(?![0-9A-Fa-f]{1,4}:)(?P<prog>[A-Za-z0-9._/-]+)" + _PROGRAM_TAIL
+)
+# No timestamp: "<PRI>program[pid]: ". A program starting with a letter and ended by `[` or `:` can
+# be neither a timestamp nor a Cisco marker.
+_FAST_UNSTAMPED = re.compile(rb"<[0-9]*>(?P<prog>[A-Za-z][A-Za-z0-9._/-]*)(?=[\[:])(?:\[[^ \]:]*\]?)?:? ?")
+# RFC 5424 with hostname-safe HOSTNAME, no empty fields and short SD names.
+_SD_NAME = rb"[\x00-\x1f\x21\x23-\x3c\x3e-\x5c\x5e-\x7f]{1,32}"
+_SD_ELEMENT = rb"\[" + _SD_NAME + rb"(?: " + _SD_NAME + rb'="(?:[^"\\\]]|\\[\s\S])*")*\]'
+_FAST_5424 = re.compile(
+    rb"<[0-9]*>1 (?:-|[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:[.,][0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})?)"
+    rb" [A-Za-z0-9._-]{1,255} (?P<app>[^ ]+) [^ ]+ [^ ]+ (?:-|(?:" + _SD_ELEMENT + rb")+)(?: (?:\xef\xbb\xbf)?|\Z)"
+)
 
 
 def _pri(data: bytes, i: int, n: int) -> int:
