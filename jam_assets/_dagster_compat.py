@@ -167,7 +167,9 @@ if INTERNALS:
                 self._store_asset_event_tags(conn, events, event_ids)
                 latest: dict[str, tuple[EventLogEntry, int]] = {}
                 for event, event_id in zip(events, event_ids):
-                    latest[event.dagster_event.asset_key.to_string()] = (event, event_id)
+                    asset_key = event.dagster_event.asset_key if event.dagster_event else None
+                    if asset_key is not None:  # every batched kind has one (_batch_kind)
+                        latest[asset_key.to_string()] = (event, event_id)
                 for event, event_id in latest.values():
                     self._store_asset_event(conn, event, event_id)
 

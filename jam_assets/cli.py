@@ -83,7 +83,7 @@ def _human_bytes(n: float) -> str:
 
 def run(settings: JamSettings, include_open: bool = False) -> int:
     from .definitions import build_defs
-    from .defs.partitions import minute_files, range_tags
+    from .defs.partitions import MINUTE_FILES, range_tags
     from .defs.resources import resources_for
 
     configured, settings = settings, settings.process_config_and_initialize()
@@ -100,11 +100,11 @@ def run(settings: JamSettings, include_open: bool = False) -> int:
         raise CliError(f"no closed minute files (YYYY/MM/DD/HHMM.log or HHMM.log) under {root}")
     keys = [f.key for f in files]
 
-    registered = set(instance.get_dynamic_partitions(minute_files.name))
+    registered = set(instance.get_dynamic_partitions(MINUTE_FILES))
     new_keys = [k for k in keys if k not in registered]
     if new_keys:
-        instance.add_dynamic_partitions(minute_files.name, new_keys)  # sorted: ranges follow time
-    ranges = contiguous_ranges(instance.get_dynamic_partitions(minute_files.name), set(keys))
+        instance.add_dynamic_partitions(MINUTE_FILES, new_keys)  # sorted: ranges follow time
+    ranges = contiguous_ranges(instance.get_dynamic_partitions(MINUTE_FILES), set(keys))
 
     print(f"jam-etl run: {len(keys)} minute files under {root} ({len(new_keys)} newly registered)", flush=True)
     if open_files and not include_open:
@@ -138,11 +138,11 @@ def run(settings: JamSettings, include_open: bool = False) -> int:
 def daily_reports(instance, defs, day_keys: list[str]):
     """The leaderboard and quality report of the days the run touched, in one run."""
     from .defs.partitions import range_tags
-    from .defs.reports import days
+    from .defs.reports import DAYS
 
-    registered = set(instance.get_dynamic_partitions(days.name))
-    instance.add_dynamic_partitions(days.name, [d for d in day_keys if d not in registered])
-    ordered = [d for d in instance.get_dynamic_partitions(days.name) if d in set(day_keys)]
+    registered = set(instance.get_dynamic_partitions(DAYS))
+    instance.add_dynamic_partitions(DAYS, [d for d in day_keys if d not in registered])
+    ordered = [d for d in instance.get_dynamic_partitions(DAYS) if d in set(day_keys)]
     if not ordered:
         return None
     print(f"  the leaderboard and quality report of {len(ordered)} day(s): {ordered[0]} ... {ordered[-1]}", flush=True)

@@ -414,7 +414,9 @@ def write_minutes(root: Path, profile: Profile, start: datetime, minutes: int, s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jam_assets.core.generator", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m jam_assets.core.generator", description=(__doc__ or "").split("\n\n")[0]
+    )
     parser.add_argument("out", type=Path, help="log root to write YYYY/MM/DD/HHMM.log files under")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="tiny")
     parser.add_argument("--start", default="2025-04-23T06:00", help="first minute, UTC (default %(default)s)")

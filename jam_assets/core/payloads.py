@@ -18,7 +18,8 @@ import orjson
 from .envelope import LineRejected, preview
 
 Row = dict[str, Any]
-Rows = list[tuple[str, Row]]
+# A row as a dict, or rows already serialised (the statistics fast path).
+Rows = list[tuple[str, "Row | Serialized"]]
 Handler = Callable[[Row, Any, dict[str, str], "str | None"], Rows]
 
 _EMPTY: dict = {}

@@ -33,10 +33,10 @@ class JsonlStage:
         self._files: dict[str, IO[bytes]] = {t: open(directory / f"{t}.jsonl", "wb", buffering=_BUFFER) for t in tables}
         self._writes = {t: f.write for t, f in self._files.items()}
 
-    def write(self, table: str, line: bytes) -> None:
+    def write(self, table: str, data: bytes) -> None:
         write = self._writes.get(table)
         if write is not None:
-            write(line)
+            write(data)
 
     def close(self) -> dict[str, Path]:
         for f in self._files.values():

@@ -157,7 +157,7 @@ def serialise(rows: Rows, types: dict[str, _TableTypes]) -> list[tuple[str, byte
     out = []
     dumps = orjson.dumps
     for table, row in rows:
-        if type(row) is Serialized:
+        if isinstance(row, Serialized):
             out.append((table, row.data, row.count))
             continue
         types[table].check(row)
@@ -183,7 +183,7 @@ class LineTransformer:
         # Set as soon as a line's msg_type is read, so a rejection can report it.
         self.msg_type: str | None = None
         self.time: str | None = None
-        self.metadata: dict[str, str] = {}
+        self.metadata: Mapping[str, str] = {}
         self.codec: str | None = None
         self.codec_len: int | None = None  # metadata codec_len as a number (-1 when it is not one)
         self.preimage_hash: str | None = None
@@ -285,7 +285,8 @@ class LineTransformer:
         if not rows:
             raise LineRejected("empty_payload", f"msg_type {msg_type} payload gave no rows (all record lists empty)")
         if msg_type == "142":
-            self.preimage_hash = rows[0][1]["preimage_hash"]
+            preimage = rows[0][1]
+            self.preimage_hash = preimage["preimage_hash"] if isinstance(preimage, dict) else None
         return serialise(rows, self.types)
 
 
@@ -402,6 +403,7 @@ def transform_stream(
         by_msg_type[transformer.msg_type] += 1
         lines_with_rows += 1
         time = transformer.time
+        assert time is not None  # set by every line that gave rows
         if first is None or time < first:
             first = time
         if last is None or time > last:
@@ -450,7 +452,7 @@ def _reject(
 # Facts only the raw envelope holds: metadata `codec_len` against `codec_encoded`, metadata `h`
 # against the preimage hash. The asset checks report them; the rows are kept either way.
 def _codec_len_mismatch(summary: MinuteFileSummary, transformer: LineTransformer, line_no: int) -> None:
-    codec = transformer.codec
+    codec = transformer.codec or ""  # only called when the line has a codec_encoded
     actual = (len(codec) - 2) // 2 if codec[:2] == "0x" else None
     summary.codec_len_mismatches += 1
     _sample(

@@ -18,6 +18,7 @@ requests them again, with exponential backoff, a bounded number of times (`plan_
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -137,7 +138,7 @@ def plan_tick(
     if plan.deferred:
         handled = [f.key for f in plan.new]
     if handled:
-        high_water = max([*handled, *([high_water] if high_water else [])])
+        high_water = max(handled + ([high_water] if high_water else []))
     plan.cursor = WatchCursor(high_water, watched)
     return plan
 
@@ -166,7 +167,7 @@ class RetryPlan:
     retry: dict[str, list[float]] = field(default_factory=dict)  # the cursor's new retry state
 
 
-def contiguous_groups(ordered_keys: list[str], wanted: set[str]) -> list[list[str]]:
+def contiguous_groups(ordered_keys: Sequence[str], wanted: set[str]) -> list[list[str]]:
     """Split `wanted` into runs of keys adjacent in registration order (what a partition range means)."""
     groups: list[list[str]] = []
     current: list[str] = []
@@ -181,7 +182,7 @@ def contiguous_groups(ordered_keys: list[str], wanted: set[str]) -> list[list[st
     return groups
 
 
-def contiguous_ranges(ordered_keys: list[str], wanted: set[str]) -> list[tuple[str, str]]:
+def contiguous_ranges(ordered_keys: Sequence[str], wanted: set[str]) -> list[tuple[str, str]]:
     return [(g[0], g[-1]) for g in contiguous_groups(ordered_keys, wanted)]
 
 
@@ -190,7 +191,7 @@ def plan_retries(
     in_progress: set[str],
     retry: dict[str, list[float]],
     now: float,
-    registered: list[str],
+    registered: Sequence[str],
     attempts: int = RETRY_ATTEMPTS,
 ) -> RetryPlan:
     """Which failed minute files to request again now.

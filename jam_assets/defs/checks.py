@@ -7,6 +7,7 @@ check-only run for one partition of a partitioned multi-asset; re-materializing 
 """
 
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import dagster as dg
 
@@ -63,7 +64,7 @@ CHECK_SPECS = [
 ]
 
 
-def _metadata(outcome: quality.Outcome) -> dict[str, object]:
+def _metadata(outcome: quality.Outcome) -> dict[str, Any]:
     meta: dict[str, object] = {"headline": outcome.headline, "failing_rows": outcome.failing}
     if outcome.by_minute:
         meta["failing_minute_files"] = dg.MetadataValue.json(dict(sorted(outcome.by_minute.items())))

@@ -15,6 +15,7 @@ published with an atomic rename and replaced (never appended) on re-materializat
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import orjson
@@ -82,7 +83,7 @@ class TablesIOManager(dg.ConfigurableIOManager):
         # Each minute file's own `rows` is set by the asset, per partition. What is set here goes on
         # every minute file of the run: the table's rows after it (the asset page's row count), and
         # the run's write as one JSON value, not as numbers a plot would draw flat across a range.
-        metadata: dict[str, object] = {
+        metadata: dict[str, Any] = {
             "export_root": dg.MetadataValue.path(str(self.settings.export_root / table)),
             "warehouse": self.warehouse.name,
             "warehouse_write": dg.MetadataValue.json(
@@ -129,7 +130,7 @@ class DayTablesIOManager(dg.ConfigurableIOManager):
             staged.parent.mkdir(parents=True, exist_ok=True)
             staged.write_bytes(b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in rows))
             publish(staged, day_export_path(root, table, day))
-        metadata: dict[str, object] = {
+        metadata: dict[str, Any] = {
             "export_root": dg.MetadataValue.path(str(root / table)),
             "warehouse": self.warehouse.name,
             "warehouse_write": dg.MetadataValue.json({"days": len(obj), "rows": write.rows, **write.metadata}),

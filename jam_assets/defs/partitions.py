@@ -1,9 +1,12 @@
+from collections.abc import Mapping
+
 import dagster as dg
 
 # One partition per minute file, keyed by its path under the log root without `.log`
 # (`YYYY/MM/DD/HHMM`). Keys are registered by the sensor or `jam-etl run`, always in sorted order,
 # because a partition range means "every key registered between these two".
-minute_files = dg.DynamicPartitionsDefinition(name="minute_files")
+MINUTE_FILES = "minute_files"
+minute_files = dg.DynamicPartitionsDefinition(name=MINUTE_FILES)
 
 # Single-run backfills: a day of minute files is one run, not 1,440.
 backfill_policy = dg.BackfillPolicy.single_run()
@@ -14,7 +17,7 @@ def range_tags(first: str, last: str) -> dict[str, str]:
     return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
 
 
-def describe_partitions(tags: dict[str, str]) -> str:
+def describe_partitions(tags: Mapping[str, str]) -> str:
     """The minute file(s) a run covers, from its tags: `K`, `A ... B`, or '' for a run without partitions."""
     start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
     if start and end:

@@ -10,7 +10,7 @@ followed). Both are written like the tables: the warehouse (a day replaced at on
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -21,11 +21,12 @@ from ..leaderboard import page
 from ..leaderboard.compute import TIMED_METRICS
 from .assets import POOL, column_schema
 from .io_managers import day_export_path
-from .partitions import minute_files
+from .partitions import MINUTE_FILES
 from .settings import JamSettings
 from .warehouses import Warehouse
 
-days = dg.DynamicPartitionsDefinition(name="days")
+DAYS = "days"
+days = dg.DynamicPartitionsDefinition(name=DAYS)
 PAGE_DAYS = 30  # the web page and the UI's chart show this many days
 DEBOUNCE_SECONDS = 300  # a day's reports are recomputed at most this often while its minutes arrive
 
@@ -132,7 +133,7 @@ daily_reports_job = dg.define_asset_job(
 )
 
 
-def run_days(run: dg.DagsterRun, ordered_minutes: list[str]) -> set[str]:
+def run_days(run: dg.DagsterRun, ordered_minutes: Sequence[str]) -> set[str]:
     """The days of the minute files a run covered, from its partition tags."""
     tags = run.tags
     start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
@@ -178,14 +179,14 @@ def daily_reports_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
         order_by="update_timestamp",
         ascending=True,
     )
-    ordered = context.instance.get_dynamic_partitions(minute_files.name) if records else []
+    ordered = context.instance.get_dynamic_partitions(MINUTE_FILES) if records else []
     for record in records:
         since = max(since, record.update_timestamp.timestamp())
         if _wrote_tables(record.dagster_run):
             for day in run_days(record.dagster_run, ordered):
                 pending.setdefault(day, max(now, last.get(day, 0.0) + DEBOUNCE_SECONDS))
     due = sorted(d for d, at in pending.items() if at <= now)
-    registered = set(context.instance.get_dynamic_partitions(days.name)) if due else set()
+    registered = set(context.instance.get_dynamic_partitions(DAYS)) if due else set()
     for day in due:
         pending.pop(day)
         last[day] = now

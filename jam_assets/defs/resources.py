@@ -52,17 +52,16 @@ def bigquery_warehouse(env: Env) -> BigQueryWarehouse:
     if anonymous and not env.is_set("JAM_BQ_API_ENDPOINT"):
         raise SettingsError("JAM_BQ_ANONYMOUS=1 is for an emulator: set JAM_BQ_API_ENDPOINT to its address too")
     client = JamBigQueryResource(
-        project=env.string("JAM_BQ_PROJECT", required_because="it is the GCP project that holds the dataset"),
-        location=env.string("JAM_BQ_LOCATION"),
-        gcp_credentials=env.string("JAM_BQ_CREDENTIALS_B64"),
-        api_endpoint=env.string("JAM_BQ_API_ENDPOINT"),
+        project=env.required("JAM_BQ_PROJECT", "it is the GCP project that holds the dataset"),
+        location=env.optional("JAM_BQ_LOCATION"),
+        gcp_credentials=env.optional("JAM_BQ_CREDENTIALS_B64"),
+        api_endpoint=env.optional("JAM_BQ_API_ENDPOINT"),
         anonymous=anonymous,
     )
     return BigQueryWarehouse(
         bigquery=client,
-        dataset=env.string(
-            "JAM_BQ_DATASET",
-            required_because="it names the dataset the tables go to (create it first: bq mk --dataset)",
+        dataset=env.required(
+            "JAM_BQ_DATASET", "it names the dataset the tables go to (create it first: bq mk --dataset)"
         ),
         maximum_bytes_billed=env.whole(
             "JAM_BQ_MAX_BYTES_BILLED",
@@ -85,9 +84,9 @@ def dune_resource(env: Env) -> DuneResource | None:
     if not env.is_set("DUNE_API_KEY"):
         return None
     return DuneResource(
-        api_key=env.string("DUNE_API_KEY"),
-        namespace=env.string(
-            "DUNE_NAMESPACE", required_because="DUNE_API_KEY is set, and the tables need your Dune user or team handle"
+        api_key=env.required("DUNE_API_KEY", "it is the Dune API key"),
+        namespace=env.required(
+            "DUNE_NAMESPACE", "DUNE_API_KEY is set, and the tables need your Dune user or team handle"
         ),
         public_tables=env.flag("JAM_DUNE_PUBLIC"),
     )
@@ -111,5 +110,5 @@ def resources_for(
     settings = settings or settings_from_env(env, production=production)
     resources = production_resources(settings, env) if production else local_resources(settings)
     if env.is_set("JAM_ALERT_WEBHOOK"):
-        resources["alerts"] = AlertWebhook(url=env.string("JAM_ALERT_WEBHOOK"))
+        resources["alerts"] = AlertWebhook(url=env.required("JAM_ALERT_WEBHOOK", "it is the webhook"))
     return resources

@@ -12,6 +12,7 @@ deletes the export files of minutes older than that (whole day folders). The war
 rows either way; Dune has what it was sent.
 """
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -19,11 +20,11 @@ import dagster as dg
 from ..core import schema
 from ..core.minute_files import minute_start
 from ..core.staging import prune_exports
-from .partitions import minute_files
+from .partitions import MINUTE_FILES
 from .settings import JamSettings
 
 
-def prunable(keys: list[str], now: datetime, retention_days: float) -> list[str]:
+def prunable(keys: Sequence[str], now: datetime, retention_days: float) -> list[str]:
     cutoff = now - timedelta(days=retention_days)
     return [k for k in keys if minute_start(k) + timedelta(minutes=1) <= cutoff]
 
@@ -31,7 +32,7 @@ def prunable(keys: list[str], now: datetime, retention_days: float) -> list[str]
 @dg.op(description="Delete minute_files partitions older than the retention period whose outputs were materialized.")
 def prune_minute_partitions(context: dg.OpExecutionContext, settings: JamSettings) -> int:
     instance = context.instance
-    old = prunable(instance.get_dynamic_partitions(minute_files.name), datetime.now(UTC), settings.retention_days)
+    old = prunable(instance.get_dynamic_partitions(MINUTE_FILES), datetime.now(UTC), settings.retention_days)
     if not old:
         context.log.info("no minute partitions past the retention period")
         return 0
@@ -40,7 +41,7 @@ def prune_minute_partitions(context: dg.OpExecutionContext, settings: JamSetting
         done &= instance.get_materialized_partitions(dg.AssetKey(asset))
     kept = len(old) - len(done)
     for key in sorted(done):
-        instance.delete_dynamic_partition(minute_files.name, key)
+        instance.delete_dynamic_partition(MINUTE_FILES, key)
     context.log.info(
         f"deleted {len(done)} minute partitions older than {settings.retention_days:g} days"
         + (f"; kept {kept} that are not fully materialized yet" if kept else "")

@@ -13,7 +13,7 @@ from ..core import schema
 from ..core.minute_files import minute_start
 from ..core.watch import WatchCursor, plan_from_disk, plan_retries
 from .jobs import minute_tables_job
-from .partitions import minute_files, range_tags
+from .partitions import MINUTE_FILES, minute_files, range_tags
 from .settings import JamSettings
 
 SENSOR_INTERVAL_SECONDS = 10
@@ -58,7 +58,7 @@ def _run_request(keys_or_range: tuple[str, str], run_key: str, tags: dict[str, s
 )
 def minute_file_sensor(context: dg.SensorEvaluationContext, settings: JamSettings) -> dg.SensorResult:
     cursor = WatchCursor.loads(context.cursor)
-    ordered = context.instance.get_dynamic_partitions(minute_files.name)
+    ordered = context.instance.get_dynamic_partitions(MINUTE_FILES)
     registered = set(ordered)
     now = _now()
     plan = plan_from_disk(settings.log_root, cursor, now, settings.grace_seconds, settings.watch_seconds, registered)

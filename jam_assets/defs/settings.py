@@ -111,12 +111,17 @@ class Env:
     def is_set(self, name: str) -> bool:
         return self.text(name) is not None
 
-    def string(self, name: str, default: str | None = None, *, required_because: str | None = None):
-        if self.is_set(name):
-            return dg.EnvVar(name)
-        if required_because:
-            raise SettingsError(f"{name} is not set: {required_because}")
-        return default
+    def string(self, name: str, default: str) -> str:
+        """The variable (as a `dg.EnvVar`, a str read where the run executes) if set, else `default`."""
+        return dg.EnvVar(name) if self.is_set(name) else default
+
+    def optional(self, name: str) -> str | None:
+        return dg.EnvVar(name) if self.is_set(name) else None
+
+    def required(self, name: str, because: str) -> str:
+        if not self.is_set(name):
+            raise SettingsError(f"{name} is not set: {because}")
+        return dg.EnvVar(name)
 
     def whole(self, name: str, default: int, *, minimum: int = 0, unit: str = "a whole number"):
         text = self.text(name)
@@ -154,13 +159,12 @@ def settings_from_env(env: Env | None = None, *, production: bool = False) -> Ja
     aliases = env.text("JAM_TEAM_ALIASES")
     if aliases is not None:
         parse_team_aliases(aliases)
-    log_dir = env.string(
-        "JAM_LOG_DIR",
-        str(BUNDLED_LOGS),
-        required_because="in production the pipeline reads the receiver's log root, never the bundled samples"
-        if production
-        else None,
-    )
+    if production:
+        log_dir = env.required(
+            "JAM_LOG_DIR", "in production the pipeline reads the receiver's log root, never the bundled samples"
+        )
+    else:
+        log_dir = env.string("JAM_LOG_DIR", str(BUNDLED_LOGS))
     return JamSettings(
         log_dir=log_dir,
         export_dir=env.string("JAM_EXPORT_DIR", DEFAULT_EXPORT_DIR),

@@ -217,8 +217,7 @@ class TableSetup:
         except gexc.NotFound:
             try:
                 client.create_table(wanted)
-                p = wanted.time_partitioning
-                log(f"bigquery: created {table_id} (partitioned by {p.type_} on {p.field})")
+                log(f"bigquery: created {table_id} (partitioned by {_partitioning(wanted)})")
                 existing = None
             except gexc.Conflict:  # created meanwhile by another run
                 existing = client.get_table(wanted.reference)
@@ -434,13 +433,15 @@ class BigQueryWriter:
             job_timeout_ms=int(self.target.job_timeout_seconds * 1000),
         )
 
-        def attempt():
+        def attempt() -> bigquery.QueryJob:
             job = self.client.query(sql, job_config=config, job_retry=None)
-            progress.jobs.append(job.job_id)
+            progress.jobs.append(job.job_id or "")
             self._wait(job, what)
             return job
 
-        return self._retrying(what, progress, attempt)
+        job = self._retrying(what, progress, attempt)
+        assert isinstance(job, bigquery.QueryJob)
+        return job
 
     def _write_table(self, table: str, files: Mapping[str, Path], had_rows: bool) -> TableWrite:
         keys = sorted(files)
@@ -512,7 +513,7 @@ class BigQueryWriter:
             def load():
                 with load_file.open("rb") as f:
                     job = self.client.load_table_from_file(f, staging.reference, job_config=config, rewind=True)
-                progress.jobs.append(job.job_id)
+                progress.jobs.append(job.job_id or "")
                 self._wait(job, f"{table}: load")
 
             loading = time.monotonic()

@@ -88,7 +88,7 @@ def replace_days(conn, table: str, rows_by_day: Mapping[str, Sequence[Mapping[st
     # object columns keep Python ints exact (a float column would round values beyond 2^53)
     frame = pd.DataFrame(
         [[row[n] for n in names] for day in sorted(rows_by_day) for row in rows_by_day[day]],
-        columns=list(names),
+        columns=pd.Index(names),
         dtype=object,
     )
     casts = ", ".join(f'CAST("{c.name}" AS {DUCKDB_TYPES[c.type]})' for c in schema.columns(table))

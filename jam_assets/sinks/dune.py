@@ -354,7 +354,7 @@ class Ledger:
             "WHERE dune_table = ? AND minute_file = ?",
             [dune_table, minute_file],
         ).fetchone()
-        return MinuteRecord(*row[:6], bool(row[6])) if row else None
+        return MinuteRecord(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6])) if row else None
 
     def touch(self, dune_table: str, minute_file: str, size: int, mtime_ns: int) -> None:
         """The export was re-published with the same content: remember its new stat, not to hash it again."""
@@ -394,7 +394,7 @@ class Ledger:
             f"FROM dune_minutes WHERE manifested = 0 AND dune_table IN ({marks}) ORDER BY dune_table, minute_file",
             dune_tables,
         ).fetchall()
-        return [(r[0], MinuteRecord(*r[1:7], False)) for r in rows]
+        return [(r[0], MinuteRecord(r[1], r[2], r[3], r[4], r[5], r[6], False)) for r in rows]
 
     def record_manifested(self, entries: list[tuple[str, MinuteRecord]], manifest_table: str, sent_bytes: int) -> None:
         with self.conn:
