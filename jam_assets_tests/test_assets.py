@@ -190,3 +190,31 @@ def test_materializing_raw_log_alone_makes_the_tables_follow(settings, resources
         assert result.get_num_requested(dg.AssetKey("raw_log")) == 0
         again = dg.evaluate_automation_conditions(defs, instance, cursor=result.cursor)
         assert again.total_requested == 0
+
+
+@pytest.mark.slow
+def test_a_downstream_asset_reads_a_table_back_through_its_io_manager(settings, resources, logs):
+    """load_input: the rows of the requested minute files, from the warehouse, as a DataFrame in schema order."""
+    import pandas as pd
+
+    seen = {}
+
+    @dg.asset(partitions_def=minute_files, ins={"blocks": dg.AssetIn()})
+    def blocks_per_team(blocks: pd.DataFrame) -> None:
+        seen["frame"] = blocks
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(minute_files.name, KEYS)
+        run(instance, resources, partition_key=KEYS[1])
+        dg.materialize(
+            [minute_file_tables, blocks_per_team],
+            instance=instance,
+            resources=resources,
+            partition_key=KEYS[1],
+            selection=[blocks_per_team],
+        )
+    frame = seen["frame"]
+    assert list(frame.columns) == list(schema.column_names("blocks"))
+    exported = read_jsonl(settings.export_root / "blocks" / f"{KEYS[1]}.jsonl")
+    assert len(frame) == len(exported) == 10 and set(frame["minute_file"]) == {KEYS[1]}
+    assert list(frame["line_no"]) == [r["line_no"] for r in exported]

@@ -147,6 +147,14 @@ def test_a_production_run_lands_every_table_exactly_as_in_the_exports(settings, 
     assert write["bigquery_rows_loaded"] == 20 and write["rows"] == 20 and write["bigquery_seconds"] >= 0
     assert (meta["rows"], meta["dagster/row_count"]) == (10, 20)  # this minute's rows; the table's after the run
     assert meta["dagster/table_name"] == bq_dataset.table_id("blocks")
+    # What a downstream asset gets from the IO manager: the rows of its minute files, pruned on minute_start.
+    frame = bq_sink.read_minute_files(
+        bq_dataset.client, bq_sink.BigQueryTarget(bq_dataset.project, bq_dataset.dataset), "blocks", [KEYS[1]]
+    )
+    assert list(frame["line_no"]) == [
+        r["line_no"] for r in read_jsonl(settings.export_root / "blocks" / f"{KEYS[1]}.jsonl")
+    ]
+    assert "T.minute_start >= @first_minute" in bq_dataset.proxy.queries()[-1].sql
 
 
 def test_rows_per_minute_follow_the_file_through_3_1_0_and_4_rows(settings, production, instance, bq_dataset):

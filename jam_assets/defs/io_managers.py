@@ -101,11 +101,11 @@ class TablesIOManager(dg.ConfigurableIOManager):
             metadata["dagster/table_name"] = outcome.metadata["bigquery_table"]
         context.add_output_metadata(metadata)
 
-    def load_input(self, context: dg.InputContext) -> dict[str, Path]:
-        """The export files of the requested minute files, for downstream readers."""
-        table = context.asset_key.path[-1]
-        root = self.settings.export_root
-        return {k: p for k in partition_keys(context) if (p := export_path(root, table, k)).exists()}
+    def load_input(self, context: dg.InputContext):
+        """The table's rows of the requested minute files, read back from the warehouse (a pandas
+        DataFrame in schema order: a DuckDB query locally, a BigQuery query pruned on minute_start in
+        production), for assets downstream of a table."""
+        return self.warehouse.read_minute_files(context.asset_key.path[-1], partition_keys(context))
 
 
 def day_export_path(export_root: Path, table: str, day: str) -> Path:

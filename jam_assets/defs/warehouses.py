@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 from dagster_duckdb import DuckDBResource
 from dagster_gcp import BigQueryResource
 from google.cloud import bigquery
@@ -45,6 +46,10 @@ class Warehouse(dg.ConfigurableResource):
     def replace_days(self, log, run_id: str, work_dir: Path, table: str, rows_by_day: DayRows) -> TableWrite:
         raise NotImplementedError("Warehouse subclasses write")
 
+    def read_minute_files(self, table: str, minute_files: Sequence[str]) -> pd.DataFrame:
+        """A table's rows of these minute files, in schema order."""
+        raise NotImplementedError("Warehouse subclasses read")
+
     def daily_reports(self, days: list[str], min_values: int, bounds: QualityBounds) -> tuple[list[dict], list[dict]]:
         """The leaderboard's and the quality report's rows of these days, computed in the warehouse."""
         raise NotImplementedError("Warehouse subclasses compute")
@@ -76,6 +81,10 @@ class DuckDBWarehouse(Warehouse):
     def replace_days(self, log, run_id, work_dir, table, rows_by_day) -> TableWrite:
         with DuckDBResource(database=str(self.settings.duckdb_path)).get_connection() as conn:
             return duck.replace_days(conn, table, rows_by_day)
+
+    def read_minute_files(self, table, minute_files) -> pd.DataFrame:
+        with DuckDBResource(database=str(self.settings.duckdb_path)).get_connection() as conn:
+            return duck.read_minute_files(conn, table, minute_files)
 
     def daily_reports(self, days, min_values, bounds):
         with DuckDBResource(database=str(self.settings.duckdb_path)).get_connection() as conn:
@@ -151,6 +160,10 @@ class BigQueryWarehouse(Warehouse):
         with self.bigquery.get_client() as client:
             writer = bq.BigQueryWriter(client, self.target(client.project), run_id, work_dir, log.info)
             return writer.replace_minute_files(batches, had_rows)
+
+    def read_minute_files(self, table, minute_files) -> pd.DataFrame:
+        with self.bigquery.get_client() as client:
+            return bq.read_minute_files(client, self.target(client.project), table, minute_files)
 
     def replace_days(self, log, run_id, work_dir, table, rows_by_day) -> TableWrite:
         with self.bigquery.get_client() as client:

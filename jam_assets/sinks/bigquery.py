@@ -538,3 +538,14 @@ def _no_job_retry(job) -> dict[str, object]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:1000] if text else type(exc).__name__
+
+
+def read_minute_files(client: bigquery.Client, target: BigQueryTarget, table: str, minute_files: Sequence[str]):
+    """The table's rows of these minute files as a pandas DataFrame, in schema order, pruned on minute_start."""
+    part = Slice.minute_files(minute_files)
+    names = ", ".join(f"`{n}`" for n in schema.column_names(table))
+    config = bigquery.QueryJobConfig(
+        query_parameters=list(part.parameters), maximum_bytes_billed=target.maximum_bytes_billed
+    )
+    sql = f"SELECT {names} FROM `{target.table_id(table)}` T WHERE {part.where.format(a='T')} ORDER BY minute_file, line_no"
+    return client.query(sql, job_config=config).result().to_dataframe(create_bqstorage_client=False)

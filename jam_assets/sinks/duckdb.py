@@ -107,3 +107,13 @@ def replace_days(conn, table: str, rows_by_day: Mapping[str, Sequence[Mapping[st
         conn.execute("ROLLBACK")
         raise
     return TableWrite(table, len(frame), time.monotonic() - started, table_rows=total)
+
+
+def read_minute_files(conn, table: str, minute_files: Sequence[str]):
+    """The table's rows of these minute files as a pandas DataFrame, in schema order (empty if none)."""
+    ensure_table(conn, table)
+    names = ", ".join(f'"{n}"' for n in schema.column_names(table))
+    return conn.execute(
+        f"SELECT {names} FROM {table} WHERE minute_file IN (SELECT unnest(?::VARCHAR[])) ORDER BY minute_file, line_no",
+        [list(minute_files)],
+    ).df()
