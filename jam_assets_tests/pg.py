@@ -6,12 +6,13 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from .helpers import free_port
 
 
 def _bin(name: str) -> str:
@@ -21,18 +22,12 @@ def _bin(name: str) -> str:
     return found[-1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def postgres_server():
     """Yields connection settings (host, port, db, user, password) of a fresh server."""
     root = Path(tempfile.mkdtemp(prefix="jam-pg-"))
     data = root / "data"
-    port = _free_port()
+    port = free_port()
     as_user: list[str] = []
     if os.geteuid() == 0:  # initdb refuses to run as root
         pw = pwd.getpwnam("postgres")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .helpers import PROJECT
+from .helpers import PROJECT, free_port
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
@@ -62,15 +61,9 @@ def test_the_command_succeeds_and_creates_nothing(checkout, command):
             assert name in done.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("command", [["dg", "dev"], ["dagster", "dev"]])
 def test_the_dev_server_serves_the_code_location(checkout, command):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [*command, "-h", "127.0.0.1", "-p", str(port)],
         cwd=checkout,

@@ -3,7 +3,6 @@ a partition backfill is launched through GraphQL as the UI does, a sensor re-run
 same partition, and every output is exact: no DuckDB lock error, no lost or duplicated row."""
 
 import os
-import socket
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from jam_assets.core import schema
 from jam_assets.devserver import dagster_dev as dev_server
 from jam_assets.home import instance_at, prepare_home
 
-from .helpers import sample_json
+from .helpers import free_port, sample_json
 
 pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: not in `make test-fast`
 
@@ -28,12 +27,6 @@ BACKFILL_STATUS = """
 query($id: String!) { partitionBackfillOrError(backfillId: $id) {
   ... on PartitionBackfill { status runs(limit: 20) { status } } } }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(what: str, predicate, timeout: float, proc=None):

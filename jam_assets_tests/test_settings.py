@@ -107,3 +107,15 @@ def test_a_bad_value_names_its_variable(name, value, message):
     with pytest.raises(SettingsError) as raised:
         resources_for(env=Env(environ))
     assert str(raised.value) == message
+
+
+def test_elapsed_bands_are_overridden_per_table_with_the_cores_fields():
+    from jam_assets.core.quality import DEFAULT_ELAPSED_BANDS, ElapsedBand
+    from jam_assets.defs.settings import JamSettings
+
+    custom = JamSettings(elapsed_bands={"tickets": {"low": 5, "high": 9, "ms_below": 5, "ns_above": 9}})
+    bounds = custom.quality_bounds()
+    assert bounds.elapsed["tickets"] == ElapsedBand(low=5, high=9, ms_below=5, ns_above=9)
+    assert bounds.elapsed["blocks"] == DEFAULT_ELAPSED_BANDS["blocks"]
+    with pytest.raises(SettingsError, match=r"elapsed_bands\['tickets'\]: .*unexpected keyword argument 'hi'"):
+        JamSettings(elapsed_bands={"tickets": {"hi": 9}}).quality_bounds()

@@ -28,16 +28,6 @@ class SettingsError(ValueError):
     """A configuration value that cannot be used; the message says which and why."""
 
 
-class ElapsedBandConfig(dg.Config):
-    """Plausible `elapsed` for one table, in microseconds (see jam_assets.core.quality.ElapsedBand)."""
-
-    low: int = 0
-    high: int = 0
-    ms_below: int = 0
-    ns_above: int = 0
-    expect_zero: bool = False
-
-
 def format_team_aliases(aliases: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in aliases.items())
 
@@ -62,8 +52,9 @@ class JamSettings(dg.ConfigurableResource):
     team_aliases_text: str = format_team_aliases(DEFAULT_TEAM_ALIASES)
     grace_seconds: int = DEFAULT_GRACE_SECONDS
     watch_seconds: int = DEFAULT_WATCH_SECONDS
-    # Per-table overrides of jam_assets.core.quality.DEFAULT_ELAPSED_BANDS.
-    elapsed_bands: dict[str, ElapsedBandConfig] = {}
+    # Per-table overrides of jam_assets.core.quality.DEFAULT_ELAPSED_BANDS, each with the fields of
+    # quality.ElapsedBand, e.g. {"tickets": {"low": 1000, "high": 90000000, "ms_below": 1000, "ns_above": 90000000}}.
+    elapsed_bands: dict[str, dict[str, int]] = {}
     time_tolerance_seconds: int = 60
     retention_days: int = DEFAULT_RETENTION_DAYS
     # 0: keep every export; else delete export files of minutes older than this many days.
@@ -78,7 +69,14 @@ class JamSettings(dg.ConfigurableResource):
         return parse_team_aliases(self.team_aliases_text)
 
     def quality_bounds(self) -> QualityBounds:
-        bands = {t: ElapsedBand(**b.model_dump()) for t, b in self.elapsed_bands.items()}
+        bands = {}
+        for table, band in self.elapsed_bands.items():
+            try:
+                bands[table] = ElapsedBand(**{k: bool(v) if k == "expect_zero" else v for k, v in band.items()})
+            except TypeError as exc:
+                raise SettingsError(
+                    f"elapsed_bands[{table!r}]: {exc} (fields: low, high, ms_below, ns_above, expect_zero)"
+                ) from None
         return QualityBounds({**DEFAULT_ELAPSED_BANDS, **bands}, self.time_tolerance_seconds)
 
     @property

@@ -48,7 +48,7 @@ from google.cloud import bigquery
 
 from ..core import schema
 from ..core.minute_files import minute_start
-from .writes import Batches, TableWrite, WarehouseWriteError
+from .writes import Batches, SchemaDrift, TableWrite, WarehouseWriteError
 
 PARTITION_COLUMN = "minute_start"
 STAGING_HOURS = 24
@@ -71,10 +71,6 @@ _RETRYABLE_STATUS = (
     gexc.TooManyRequests,
 )
 _LEGACY_TYPES = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN"}
-
-
-class SchemaDrift(RuntimeError):
-    """A BigQuery table that differs from schema/<table>.json in a way that cannot be evolved in place."""
 
 
 class JobTimeout(RuntimeError):

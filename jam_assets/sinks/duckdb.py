@@ -14,13 +14,9 @@ import time
 from collections.abc import Mapping, Sequence
 
 from ..core import schema
-from .writes import Batches, TableWrite
+from .writes import Batches, SchemaDrift, TableWrite
 
 DUCKDB_TYPES = schema.DUCKDB_TYPES
-
-
-class SchemaDrift(RuntimeError):
-    """A warehouse table whose columns no longer match schema/<table>.json."""
 
 
 def create_table_sql(table: str) -> str:

@@ -27,6 +27,10 @@ class TableWrite:
     metadata: dict[str, object] = field(default_factory=dict)
 
 
+class SchemaDrift(RuntimeError):
+    """A warehouse table that differs from schema/<table>.json in a way that cannot be evolved in place."""
+
+
 class WarehouseWriteError(RuntimeError):
     """A table whose rows the warehouse could not replace; the message says which and why.
 
