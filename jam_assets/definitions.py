@@ -51,8 +51,12 @@ def build_defs(resources: dict[str, object] | None = None, env: Env | None = Non
         schedules.append(dune_schedule(running=production))
     if "alerts" in resources:  # configured by JAM_ALERT_WEBHOOK
         sensors.append(alert_on_run_failure)
+    with warnings.catch_warnings():  # source code references are a beta API in Dagster 1.13
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        assets = dg.with_source_code_references([minute_file_tables, daily_reports])
     definitions = dg.Definitions(
-        assets=[minute_file_tables, daily_reports],
+        # Each asset links to its definition in the source (the UI's "code references").
+        assets=assets,
         # Every job here is one step: a process of its own for it would only add its start-up
         # (seconds per run, the larger part of a sensor run's latency).
         executor=dg.in_process_executor,

@@ -26,6 +26,7 @@ RAW_LOG = schema.RAW_LOG
 GROUPS = {RAW_LOG: "raw", schema.REJECTED: "rejected", **{t: "tables" for t in schema.TABLES}}
 POOL = "jam_warehouse"
 _PROGRESS_SECONDS = 10.0
+OWNERS = ["team:jam-telemetry"]
 # A table follows raw_log: when raw_log alone is materialized for some minute files (the UI's
 # Assets > raw_log > Materialize), the tables of those minute files are requested too. Runs that
 # materialize raw_log and the tables together (the sensor's, a full backfill) do not count as an
@@ -42,7 +43,7 @@ def _description(table: str) -> str:
     cols = schema.columns(table)
     if table == schema.REJECTED:
         return "Every line that gave no row, with its reason and the original bytes (FORMAT.md 4.3)."
-    return f"{schema.TABLES.index(table) + 1:02d}. {table}: " + _TABLE_SOURCES[table] + f" {len(cols)} columns."
+    return f"{table}: " + _TABLE_SOURCES[table] + f" {len(cols)} columns (schema/{table}.json)."
 
 
 _TABLE_SOURCES = {
@@ -93,8 +94,10 @@ _OUTS = {
         dagster_type=dg.Nothing,
         is_required=False,
         group_name=GROUPS[RAW_LOG],
-        description="One JAM telemetry minute file (YYYY/MM/DD/HHMM.log) as the receiver wrote it.",
+        description="One JAM telemetry minute file (YYYY/MM/DD/HHMM.log) as the receiver wrote it: its bytes, "
+        "lines, lines per msg_type, first and last time and sha256.",
         kinds={"file"},
+        owners=OWNERS,
     ),
     **{
         t: dg.AssetOut(
@@ -105,6 +108,7 @@ _OUTS = {
             metadata={"dagster/column_schema": column_schema(t), "schema_file": f"schema/{t}.json"},
             kinds={"jsonl"},  # and the warehouse's, added per deployment (definitions.py)
             automation_condition=TABLES_FOLLOW_RAW_LOG,
+            owners=OWNERS,
         )
         for t in schema.ALL_TABLES
     },

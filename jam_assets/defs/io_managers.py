@@ -97,8 +97,9 @@ class TablesIOManager(dg.ConfigurableIOManager):
         }
         if outcome.table_rows is not None:
             metadata["dagster/row_count"] = outcome.table_rows
-        if "bigquery_table" in outcome.metadata:
-            metadata["dagster/table_name"] = outcome.metadata["bigquery_table"]
+        table_name = outcome.metadata.get("bigquery_table") or outcome.metadata.get("dagster/table_name")
+        if table_name:
+            metadata["dagster/table_name"] = table_name
         context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext):

@@ -19,7 +19,7 @@ from .._dagster_compat import add_partition_metadata
 from ..core import schema
 from ..leaderboard import page
 from ..leaderboard.compute import TIMED_METRICS
-from .assets import POOL, column_schema
+from .assets import OWNERS, POOL, column_schema
 from .io_managers import day_export_path
 from .partitions import MINUTE_FILES
 from .settings import JamSettings
@@ -83,7 +83,7 @@ def write_page(settings: JamSettings, newest: str) -> str:
             description=_DESCRIPTIONS[t],
             metadata={"dagster/column_schema": column_schema(t), "schema_file": f"schema/{t}.json"},
             kinds={"jsonl"},
-            owners=["team:jam-telemetry"],
+            owners=OWNERS,
         )
         for t in schema.DAY_TABLES
     },

@@ -75,6 +75,7 @@ class DuckDBWarehouse(Warehouse):
             writes = duck.replace_minute_files(conn, batches)
         for w in writes.values():
             w.metadata["duckdb_table"] = f"{database}:{w.table}"
+            w.metadata["dagster/table_name"] = f"jam.main.{w.table}"
             w.metadata["duckdb_seconds"] = round(w.seconds, 3)
         return writes
 
