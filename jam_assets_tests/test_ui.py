@@ -36,14 +36,10 @@ pytest_plugins = ["jam_assets_tests.browser"]
 SAMPLE_KEYS = ["2025/04/23/0600", "2025/04/23/0956", "2025/04/23/2333", "2025/04/24/2339", "2025/04/24/2340"]
 
 
-def test_catalog_and_lineage_show_raw_log_and_the_tables(page, console_errors):
+def test_catalog_and_lineage_show_raw_log_and_the_tables_and_the_sensor_runs(page, console_errors):
     time_to_content(page, CATALOG)  # waits for a link to each of raw_log and the 12 tables
     open_asset(page, schema.RAW_LOG, "lineage")
     assert lineage_shows(page) == set(MINUTE_FILE_ASSETS)
-    assert console_errors == []
-
-
-def test_the_sensor_runs(page, console_errors):
     open_sensor(page)
     assert sensor_running(page)
     assert console_errors == []
@@ -74,24 +70,18 @@ def test_a_table_shows_its_row_count_and_checks(page, console_errors):
     assert console_errors == []
 
 
-def test_materialize_on_raw_log_targets_raw_log_alone(page, console_errors):
-    open_asset(page, schema.RAW_LOG)
-    dialog = open_materialize_dialog(page)
-    assert dialog.get_by_text("Launch runs to materialize raw_log").is_visible()
-    choose_partitions(page, dialog, SAMPLE_KEYS[:2])
-    # Its Lineage tab offers raw_log with every table, all of one multi-asset step.
-    open_asset(page, schema.RAW_LOG, "lineage")
-    dialog = open_materialize_dialog(page, "Materialize all")
-    assert dialog.get_by_text(f"Launch runs to materialize {len(MINUTE_FILE_ASSETS)} assets").is_visible()
-    assert console_errors == []
-
-
-def test_materializing_one_minute_from_raw_log_runs_raw_log_and_its_checks_only(page, ui, console_errors):
+def test_materialize_on_raw_log_runs_raw_log_alone_and_its_lineage_offers_every_table(page, ui, console_errors):
     # Last in the module: it adds a run (raw_log of the first minute file) to the shared instance.
     open_asset(page, schema.RAW_LOG)
     dialog = open_materialize_dialog(page)
+    assert dialog.get_by_text("Launch runs to materialize raw_log").is_visible()
     choose_partitions(page, dialog, SAMPLE_KEYS[:1])
-    run = wait_for_run(ui.url, launch(page, dialog).removeprefix("/runs/"))
+    run_id = launch(page, dialog).removeprefix("/runs/")
+    # While it runs: raw_log's Lineage tab offers raw_log with every table, all of one multi-asset step.
+    open_asset(page, schema.RAW_LOG, "lineage")
+    dialog = open_materialize_dialog(page, "Materialize all")
+    assert dialog.get_by_text(f"Launch runs to materialize {len(MINUTE_FILE_ASSETS)} assets").is_visible()
+    run = wait_for_run(ui.url, run_id)
     assert run["status"] == "SUCCESS"
     assert {"key": "dagster/partition", "value": SAMPLE_KEYS[0]} in run["tags"]
     assert [a["path"] for a in run["assetSelection"]] == [[schema.RAW_LOG]]
