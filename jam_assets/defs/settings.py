@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -71,8 +72,9 @@ class JamSettings(dg.ConfigurableResource):
     def quality_bounds(self) -> QualityBounds:
         bands = {}
         for table, band in self.elapsed_bands.items():
+            fields: dict[str, Any] = {k: bool(v) if k == "expect_zero" else v for k, v in band.items()}
             try:
-                bands[table] = ElapsedBand(**{k: bool(v) if k == "expect_zero" else v for k, v in band.items()})
+                bands[table] = ElapsedBand(**fields)
             except TypeError as exc:
                 raise SettingsError(
                     f"elapsed_bands[{table!r}]: {exc} (fields: low, high, ms_below, ns_above, expect_zero)"

@@ -236,9 +236,6 @@ class Receiver:
         for server in self._servers:
             server.close()
         deadline = time.monotonic() + self.config.drain_seconds
-        for conn in list(self.connections):
-            if hasattr(conn, "begin_drain"):
-                conn.begin_drain()
         while self.connections and time.monotonic() < deadline:
             now = time.monotonic()
             for conn in list(self.connections):
@@ -271,7 +268,8 @@ class SyslogProtocol(asyncio.Protocol, Connection):
         self._head = b""
         self._program = rx.config.program
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # a TCP server's transports always are
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"

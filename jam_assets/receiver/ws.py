@@ -130,7 +130,7 @@ class WsConnection(Connection):
             await self._closing
 
     async def _ack(self, error: str | None = None) -> None:
-        body = {"stored": self.stored, "refused": self.refused}
+        body: dict[str, int | str] = {"stored": self.stored, "refused": self.refused}
         if error:
             body["error"] = error
         await self.ws.send(json.dumps(body))
