@@ -7,6 +7,9 @@ UV_VERSION := 0.13.9
 # Two workers: the suite waits on servers and subprocesses as much as it computes.
 PYTEST_WORKERS ?= 2
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# Every Dagster process make starts (the daemon and webserver of `make dev` create runs, and store
+# their per-minute-file "planned" events) writes a range's events in batches (README, Operating it).
+export DAGSTER_EVENT_BATCH_SIZE ?= 1000
 
 .PHONY: setup lock run test test-fast test-upgrade lint format dev home bench bench-quick peers clean
 

@@ -1,14 +1,17 @@
 """Everything in this project that touches Dagster's internals (`dagster._...`), in one place.
 
-Two things need them, both for speed on a day of minute files in one run (bench/RESULTS.md):
+Three things need them, all for speed on a day of minute files in one run (bench/RESULTS.md):
 
 1. `BatchedSqliteEventLogStorage`, Dagster's SQLite event log with a range run's per-partition
    asset events (planned and materialized: 13 assets x 1,440 minute files = 18,720 of each for a
    day) written in one transaction per batch. The stock storage writes a batch one event at a time,
    with a new SQLAlchemy engine and two SQLite connections for each: about 11 ms an event.
-   dagster-postgres already writes a batch with one INSERT. `jam_assets.home` configures it in
+   dagster-postgres already writes a batch with one INSERT. It also writes a range run's check
+   evaluations (36 per minute file: 51,840 for a day), which Dagster hands over one at a time, in
+   batches: it holds them until the run's next other event. `jam_assets.home` configures it in
    each Dagster home it prepares; a bare `dagster dev` (no DAGSTER_HOME) uses the stock storage.
-2. `add_partition_metadata`: per-minute-file output metadata for a whole range at once. The public
+2. `check_target`: the link from a check evaluation to the materialization it judged.
+3. `add_partition_metadata`: per-minute-file output metadata for a whole range at once. The public
    `context.add_asset_metadata(..., partition_key=k)` re-reads the run's partition range from the
    instance and copies all metadata added so far on every call: quadratic over a day.
 
@@ -29,15 +32,17 @@ from typing import Any
 
 import dagster as dg
 from dagster import DagsterEventType, Field, StringSource
+from sqlalchemy import bindparam
 
 log = logging.getLogger("jam_assets")
 
 try:  # the internals; if any moved, the public paths below are used
     from dagster._core.events.log import EventLogEntry
     from dagster._core.execution.context.metadata_logging import AssetMetadataHandle, OutputMetadataAccumulator
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
     from dagster._core.storage.event_log import SqliteEventLogStorage
-    from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
-    from dagster._serdes import ConfigurableClassData
+    from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
+    from dagster._serdes import ConfigurableClassData, serialize_value
 
     INTERNALS = True
 except ImportError as missing:  # pragma: no cover (exercised by patching INTERNALS in the tests)
@@ -93,6 +98,21 @@ _BATCHED_KINDS = {
     # failed run marks each of its minute files failed in the UI), in one transaction.
     DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
 }
+_CHECK_BATCH = 5000
+# The check-execution rows Dagster writes for a planned check (one per minute file) and updates for
+# each evaluation (sql_event_log.py): the batched storage writes them itself if they have these columns.
+_CHECK_ROWS_OK = INTERNALS and {
+    "asset_key",
+    "check_name",
+    "partition",
+    "run_id",
+    "execution_status",
+    "evaluation_event",
+    "evaluation_event_timestamp",
+    "evaluation_event_storage_id",
+    "materialization_event_storage_id",
+} <= set(AssetCheckExecutionsTable.c.keys())
+_CHECK_METHODS = ("_event_to_row", "run_connection", "index_transaction", "_update_asset_check_evaluation")
 _STORAGE_METHODS = (
     "_event_to_row",
     "run_connection",
@@ -130,7 +150,90 @@ if INTERNALS:
         ) -> BatchedSqliteEventLogStorage:
             return cls(base_dir=config_value["base_dir"], inst_data=inst_data)
 
+        # A range run's check evaluations, held until the run's next other event (each step ends with
+        # one) or `_CHECK_BATCH` of them: one transaction instead of three connections each.
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._held: list[EventLogEntry] = []
+
+        def store_event(self, event: EventLogEntry) -> None:
+            if _CHECK_ROWS_OK and _holdable(event) and all(hasattr(self, m) for m in _CHECK_METHODS):
+                self._held.append(event)
+                if len(self._held) >= _CHECK_BATCH:
+                    self._store_held()
+                return
+            self._store_held()
+            super().store_event(event)
+
+        def dispose(self) -> None:
+            self._store_held()
+            super().dispose()
+
+        def _store_held(self) -> None:
+            held, self._held = self._held, []
+            if not held:
+                return
+            by_run: dict[str, list[dict[str, Any]]] = {}
+            rows = [self._event_to_row(e) for e in held]
+            for event, row in zip(held, rows):
+                by_run.setdefault(event.run_id, []).append(row)
+            for run_id, run_rows in by_run.items():
+                with self.run_connection(run_id) as conn:
+                    conn.execute(SqlEventLogStorageTable.insert(), run_rows)
+            with self.index_transaction() as conn:
+                inserted = conn.execute(
+                    SqlEventLogStorageTable.insert().returning(
+                        SqlEventLogStorageTable.c.id, sort_by_parameter_order=True
+                    ),
+                    rows,
+                )
+                event_ids = [row[0] for row in inserted]
+                # Each evaluation updates the row its run's planned event wrote for its minute file,
+                # as Dagster's `_update_asset_check_evaluation` does one statement at a time.
+                params = [
+                    _check_row_params(event, row, event_id) for event, row, event_id in zip(held, rows, event_ids)
+                ]
+                updated = conn.execute(_CHECK_ROW_UPDATE, params).rowcount
+            if updated != len(held):  # a row was never planned (e.g. an external step): Dagster's own way
+                for event, event_id in zip(held, event_ids):
+                    self._update_asset_check_evaluation(event, event_id)
+
+        def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
+            """Dagster's, with the planned event serialized once, not once per minute file of the run
+            (each copy holding the run's whole partition subset: quadratic over a range)."""
+            dagster_event = event.dagster_event
+            planned: Any = dagster_event.event_specific_data if dagster_event else None
+            subset = getattr(planned, "partitions_subset", None)
+            if dagster_event is None or subset is None or not _CHECK_ROWS_OK:
+                return super()._store_asset_check_evaluation_planned(event, event_id)
+            # Each row carries the event without the run's partition subset (its own minute file is
+            # in `partition`; nothing reads the subset back from a row): rows of a day's range run
+            # took 1.5 GB otherwise.
+            own_row = type(planned)(asset_key=planned.asset_key, check_name=planned.check_name)
+            serialized = serialize_value(
+                event._replace(dagster_event=dagster_event._replace(event_specific_data=own_row))
+            )
+            timestamp = self._event_insert_timestamp(event)
+            with self.index_connection() as conn:
+                conn.execute(
+                    AssetCheckExecutionsTable.insert(),
+                    [
+                        dict(
+                            asset_key=planned.asset_key.to_string(),
+                            check_name=planned.check_name,
+                            partition=partition_key,
+                            run_id=event.run_id,
+                            execution_status=AssetCheckExecutionRecordStatus.PLANNED.value,
+                            evaluation_event=serialized,
+                            evaluation_event_timestamp=timestamp,
+                            evaluation_event_storage_id=event_id,
+                        )
+                        for partition_key in subset.get_partition_keys()
+                    ],
+                )
+
         def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+            self._store_held()
             missing = [m for m in _STORAGE_METHODS if not hasattr(self, m)]
             if missing:
                 _warn_once("batched event log", f"SqliteEventLogStorage has no {', '.join(missing)}")
@@ -173,9 +276,76 @@ if INTERNALS:
                 for event, event_id in latest.values():
                     self._store_asset_event(conn, event, event_id)
 
+    _CHECK_ROW_UPDATE = (
+        AssetCheckExecutionsTable.update()
+        .where(
+            AssetCheckExecutionsTable.c.asset_key == bindparam("w_asset_key"),
+            AssetCheckExecutionsTable.c.check_name == bindparam("w_check_name"),
+            AssetCheckExecutionsTable.c.run_id == bindparam("w_run_id"),
+            AssetCheckExecutionsTable.c.partition == bindparam("w_partition"),
+        )
+        .values(
+            execution_status=bindparam("v_status"),
+            evaluation_event=bindparam("v_event"),
+            evaluation_event_timestamp=bindparam("v_timestamp"),
+            evaluation_event_storage_id=bindparam("v_event_id"),
+            materialization_event_storage_id=bindparam("v_materialization_id"),
+        )
+    )
+
+    def _check_row_params(event: EventLogEntry, row: Mapping[str, Any], event_id: int) -> dict[str, Any]:
+        evaluation: Any = event.get_dagster_event().event_specific_data
+        target = evaluation.target_materialization_data
+        passed = (
+            AssetCheckExecutionRecordStatus.SUCCEEDED if evaluation.passed else AssetCheckExecutionRecordStatus.FAILED
+        )
+        return {
+            "w_asset_key": evaluation.asset_key.to_string(),
+            "w_check_name": evaluation.check_name,
+            "w_run_id": event.run_id,
+            "w_partition": evaluation.partition,
+            "v_status": passed.value,
+            "v_event": row["event"],  # the event serialized once, as stored in the event log
+            "v_timestamp": row["timestamp"],
+            "v_event_id": event_id,
+            "v_materialization_id": target.storage_id if target else None,
+        }
+
+    def _holdable(event: EventLogEntry) -> bool:
+        """A check evaluation on a minute file, in a run: what BatchedSqliteEventLogStorage writes in batches."""
+        dagster_event = event.dagster_event
+        return (
+            bool(event.run_id)
+            and dagster_event is not None
+            and dagster_event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+            and getattr(dagster_event.event_specific_data, "partition", None) is not None
+        )
+
     def _batch_kind(event: EventLogEntry) -> DagsterEventType | None:
         """The event's kind when this storage writes it in batches, else None."""
         dagster_event = event.dagster_event
         if dagster_event is None or not dagster_event.asset_key or dagster_event.event_type not in _BATCHED_KINDS:
             return None
         return dagster_event.event_type
+
+
+# -- a check evaluation's link to what it checked -------------------------------------------------
+
+
+def check_target(record: dg.EventLogRecord) -> Any:
+    """What `AssetCheckEvaluation(target_materialization_data=...)` takes for a materialization record.
+
+    Dagster links a check's evaluation to the materialization it checked (the UI shows it on the
+    evaluation); the link's class is not exported. Without it (None) the evaluation is still stored
+    on its minute file, just not linked.
+    """
+    try:
+        from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+            AssetCheckEvaluationTargetMaterializationData,
+        )
+    except ImportError:
+        _warn_once("check evaluations", "AssetCheckEvaluationTargetMaterializationData moved")
+        return None
+    return AssetCheckEvaluationTargetMaterializationData(
+        storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+    )

@@ -33,7 +33,8 @@ def dagster_dev(env: Mapping[str, str], port: int, log: Path) -> Iterator[subpro
                 str(port),
             ],
             cwd=PROJECT_ROOT,
-            env=dict(env),
+            # as `make dev` does: the daemon and webserver create runs and store their planned events
+            env={"DAGSTER_EVENT_BATCH_SIZE": "1000", **env},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

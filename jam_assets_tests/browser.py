@@ -88,13 +88,14 @@ class UiInstance:
     env: Mapping[str, str]
 
 
-def prepare_instance(root: Path, minutes: int = 0) -> dict[str, str]:
+def prepare_instance(root: Path, minutes: int = 0, extra: Mapping[str, bytes] | None = None) -> dict[str, str]:
     """A Dagster home, a log tree and an export folder under `root`, processed by `jam-etl run`; returns
     the environment that points at them.
 
     The log tree is a copy of the bundled samples (five minute files of April 2025; a copy, so that a
     test can drop a minute file in it for the sensor), or with `minutes` that many generated minutes of
-    the tiny testnet from 2025-04-23 06:00. `jam-etl run` prepares the home's dagster.yaml, as `make run`.
+    the tiny testnet from 2025-04-23 06:00; `extra` adds minute files ({key: bytes}). `jam-etl run`
+    prepares the home's dagster.yaml, as `make run`.
     """
     home, logs, exports = root / "home", root / "logs", root / "exports"
     home.mkdir(parents=True)
@@ -102,6 +103,9 @@ def prepare_instance(root: Path, minutes: int = 0) -> dict[str, str]:
         write_minutes(logs, TINY, datetime(2025, 4, 23, 6, 0, tzinfo=UTC), minutes)
     else:
         shutil.copytree(SAMPLE_LOGS, logs)
+    for key, data in (extra or {}).items():
+        (logs / f"{key}.log").parent.mkdir(parents=True, exist_ok=True)
+        (logs / f"{key}.log").write_bytes(data)
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
@@ -147,9 +151,9 @@ def serve_ui(env: Mapping[str, str], server_log: Path, timeout: float = 120) -> 
 
 
 @contextmanager
-def ui_instance(root: Path, minutes: int = 0) -> Iterator[UiInstance]:
+def ui_instance(root: Path, minutes: int = 0, extra: Mapping[str, bytes] | None = None) -> Iterator[UiInstance]:
     """`prepare_instance` under `root`, served by `dagster dev` while the context lasts."""
-    env = prepare_instance(root, minutes)
+    env = prepare_instance(root, minutes, extra)
     with serve_ui(env, root / "dagster-dev.log") as url:
         yield UiInstance(url, root / "home", root / "logs", root / "exports", root / "dagster-dev.log", env)
 
@@ -168,6 +172,17 @@ RUN_QUERY = """
 query($id: ID!) { runOrError(runId: $id) { ... on Run {
   status tags { key value } assetSelection { path } assetCheckSelection { assetKey { path } name } } } }
 """
+RUNS_QUERY = """
+query { runsOrError(limit: 50) { ... on Runs { results {
+  runId status tags { key value } assetSelection { path } } } } }
+"""
+
+
+def runs(url: str) -> list[dict]:
+    """The newest runs (up to 50), newest first: runId, status, tags, assetSelection (GraphQL names)."""
+    return graphql(url, RUNS_QUERY)["runsOrError"]["results"]
+
+
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
@@ -429,6 +444,34 @@ def latest_check_execution(page: Page) -> dict[str, str]:
         key, value = entry.locator("td").all_inner_texts()
         values[key.strip()] = value.strip()
     return values
+
+
+def open_check_partitions(page: Page, asset: str, check: str) -> None:
+    """Open one check's Partitions tab (a partitioned check's result per minute file)."""
+    open_check(page, asset, check)
+    page.get_by_role("tab", name="Partitions").last.click()
+    expect(page.get_by_text(re.compile(r"^Passed \(\d+\)$"))).to_be_visible()
+
+
+def check_partition_counts(page: Page) -> dict[str, int]:
+    """{status: minute files} from the open check Partitions tab's filters: Passed, Failed, Skipped, ..."""
+    texts = page.get_by_text(
+        re.compile(r"^(Execution Failed|Failed|In Progress|Missing|Skipped|Passed) \(\d+\)$")
+    ).all_inner_texts()
+    return {t.rsplit(" (", 1)[0]: int(t.rsplit(" (", 1)[1].rstrip(")")) for t in texts}
+
+
+def check_partition_colors(page: Page) -> dict[str, str]:
+    """{minute file: the colour of its dot} in the open check Partitions tab's list (green: passed,
+    red: failed, yellow: a failed WARN check); the rows on screen (the list is virtualized)."""
+    pairs = partition_rows(page).evaluate_all(
+        """els => els.map(e => {
+            const dot = e.parentElement.nextElementSibling;
+            const color = dot ? dot.style.backgroundColor : '';
+            return [e.title, (color.match(/--color-accent-(\\w+)/) || ['', ''])[1]];
+        })"""
+    )
+    return {key: color for key, color in pairs if MINUTE_KEY.match(key)}
 
 
 def lineage_shows(page: Page, names: Sequence[str] = MINUTE_FILE_ASSETS) -> set[str]:

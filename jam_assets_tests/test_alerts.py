@@ -79,6 +79,7 @@ def test_a_failed_run_is_posted_to_the_webhook(settings, resources, webhook, mon
 def test_the_alert_sensor_exists_only_with_a_webhook(monkeypatch, webhook):
     names = lambda: {s.name for s in build_defs(env=Env()).sensors}
     monkeypatch.delenv("JAM_ALERT_WEBHOOK", raising=False)
-    assert names() == {"minute_file_sensor"}
+    always = {"minute_file_sensor", "tables_follow_raw_log", "daily_reports_sensor"}
+    assert names() == always
     monkeypatch.setenv("JAM_ALERT_WEBHOOK", webhook[0])
-    assert names() == {"minute_file_sensor", "alert_on_run_failure"}
+    assert names() == always | {"alert_on_run_failure"}

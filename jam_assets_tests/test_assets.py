@@ -92,15 +92,18 @@ def test_one_partition_then_a_range_in_one_run(settings, resources, logs):
         assert [rows["rejected_lines", k] for k in KEYS] == [1, 0, 0]
         assert [rows["tickets", k] for k in KEYS] == [1, 0, 0]
         assert len(rows) == 12 * len(KEYS)
+        # A range run records every check on each minute file, with that minute's own figures: here
+        # only the first minute fails any (its reconstructed samples carry times of another day).
         checks = ranged.get_asset_check_evaluations()
-        assert len(checks) == 36 and all(c.passed for c in checks if c.check_name != "time_in_window")
-        assert {c.asset_key.path[-1] for c in checks if not c.passed} == {
-            "tickets",
-            "workpackages",
-            "segments",
-            "services",
-            "assurances",
-        }
+        assert len(checks) == 36 * len(KEYS) and {c.partition for c in checks} == set(KEYS)
+        assert sorted((c.asset_key.path[-1], c.check_name, c.partition) for c in checks if not c.passed) == [
+            (table, "time_in_window", KEYS[0])
+            for table in sorted(["tickets", "workpackages", "segments", "services", "assurances"])
+        ]
+        assert {c.metadata["failing_rows"].value for c in checks if not c.passed} == {1}
+        # The single-minute run before it recorded all 36 checks on that minute.
+        assert {c.partition for c in single.get_asset_check_evaluations()} == {KEYS[0]}
+        assert len(single.get_asset_check_evaluations()) == 36
         for key in KEYS:
             blocks = read_jsonl(export / "blocks" / f"{key}.jsonl")
             assert len(blocks) == 10 and {b["minute_file"] for b in blocks} == {key}

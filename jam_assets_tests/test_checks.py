@@ -5,6 +5,7 @@ The checks' logic is tested over exports the core writes (no Dagster run: fast);
 checks through Dagster, for the wiring: every check evaluated in the table step, and the blocking
 accounting check failing the step."""
 
+import collections
 import io
 from types import SimpleNamespace
 
@@ -288,3 +289,112 @@ def test_a_check_over_many_minute_files_names_the_failing_ones(settings):
         "2025/04/23/0603 (1) and 2 more minute files"
     )
     assert checks._metadata(outcome)["failing_minute_files"].value == {k: 1 for k in bad_minutes}
+
+
+def latest_storage_id(instance, asset: str, key: str) -> int:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1
+    ).records
+    return records[0].storage_id
+
+
+def check_history(instance, asset: str, check: str) -> dict[str, str]:
+    """Minute file -> the status of its latest evaluation of a check, as the UI shows it."""
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey(asset), check), limit=100
+    )
+    latest: dict[str, str] = {}
+    for record in records:  # newest first
+        latest.setdefault(record.partition, record.status.value)
+    return latest
+
+
+@pytest.mark.slow
+def test_check_results_stay_on_their_minute_file(settings, resources):
+    """A bad minute keeps its failed check whatever its neighbours and later minutes do: a range run
+    records every check on each of its minute files with that minute's own figures, a one-minute run
+    every check on its minute, and executing one check for one minute file (the UI's Execute)
+    re-evaluates only that."""
+    keys = ["2025/04/23/0600", "2025/04/23/0601", "2025/04/23/0602"]
+    for i, key in enumerate(keys):
+        lines = [in_minute(line, 3) for line in clean_lines()[:2]]
+        for line in lines:
+            line["time"] = line["time"].replace("06:00:", f"06:0{i}:")
+        if i == 1:
+            lines[0]["json_encoded"]["header"]["parent"] = "0xabc"
+        write_minute(settings.log_root, key, [orjson.dumps(line) for line in lines])
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(minute_files.name, keys)
+        ranged = dg.materialize(
+            [minute_file_tables],
+            instance=instance,
+            resources=resources,
+            tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[2]},
+        )
+        evaluations = ranged.get_asset_check_evaluations()
+        assert sorted(collections.Counter(e.partition for e in evaluations).items()) == [(k, 36) for k in keys]
+        (evaluation,) = [e for e in evaluations if not e.passed]
+        assert (evaluation.asset_key.path[-1], evaluation.check_name, evaluation.partition) == (
+            "blocks",
+            "hex_formats",
+            keys[1],
+        )
+        assert (evaluation.passed, evaluation.severity.value, meta(evaluation, "failing_rows")) == (False, "ERROR", 1)
+        assert meta(evaluation, "samples") == [
+            {"minute_file": keys[1], "line_no": 1, "column": "parent", "value": "0xabc"}
+        ]
+        assert evaluation.description == (
+            f"{keys[1]}: 1 failing (checked with 2 other minute files: 1 malformed values (parent 1) in {keys[1]} (1))"
+        )
+        # Linked to the materialization it judged.
+        (blocks_1,) = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("blocks"), asset_partitions=[keys[1]]), limit=5
+        ).records
+        assert evaluation.target_materialization_data.storage_id == blocks_1.storage_id
+        neighbour = next(
+            e
+            for e in evaluations
+            if (e.partition, e.check_name, e.asset_key.path[-1]) == (keys[0], "hex_formats", "blocks")
+        )
+        assert (neighbour.passed, neighbour.description) == (
+            True,
+            "passed (checked with 2 other minute files, of which 1 failed)",
+        )
+        history = check_history(instance, "blocks", "hex_formats")
+        assert history == {keys[0]: "SUCCEEDED", keys[1]: "FAILED", keys[2]: "SUCCEEDED"}
+
+        # A later one-minute run of a clean neighbour records its own results, not over the bad one's.
+        single = dg.materialize([minute_file_tables], instance=instance, resources=resources, partition_key=keys[2])
+        assert {(e.partition, e.passed) for e in single.get_asset_check_evaluations()} == {(keys[2], True)}
+        history = check_history(instance, "blocks", "hex_formats")
+        assert (history[keys[1]], history[keys[2]]) == ("FAILED", "SUCCEEDED")
+
+        # Executing one check alone for one minute file: the launched run carries the minute as its
+        # partition (as the UI's Execute does); only that check is evaluated, on that minute.
+        alone = dg.materialize(
+            [minute_file_tables],
+            instance=instance,
+            resources=resources,
+            selection=dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey("blocks"), "hex_formats")),
+            tags={"dagster/partition": keys[1]},
+        )
+        assert [(e.check_name, e.partition, e.passed) for e in alone.get_asset_check_evaluations()] == [
+            ("hex_formats", keys[1], False)
+        ]
+        assert alone.get_asset_materialization_events() == []
+
+        # Without a partition (the UI's "Execute all" on a table's Checks tab): the newest minute file
+        # processed, recorded on it.
+        newest = dg.materialize(
+            [minute_file_tables],
+            instance=instance,
+            resources=resources,
+            selection=dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey("blocks"), "hex_formats")),
+        )
+        (evaluation,) = newest.get_asset_check_evaluations()
+        assert (evaluation.partition, evaluation.passed, evaluation.description) == (
+            keys[2],
+            True,
+            "7 hex column(s) well-formed",
+        )
+        assert evaluation.target_materialization_data.storage_id == latest_storage_id(instance, "blocks", keys[2])

@@ -47,6 +47,11 @@ def test_run_processes_another_log_tree_and_prints_the_summary(tmp_path, monkeyp
     assert f"jam-etl run: 4 minute files under {logs} (4 newly registered)" in out
     assert "materializing 2025/04/23/0600 ... 2025/04/23/0700 in one run" in out
     assert "Summary: 4 files, " in out and ", 1 rejected lines" in out
+    # A range run records only failing minute files per check; here none fails.
+    checks = re.findall(r"^  (pass|warn|FAIL) +(\S+): (.*)$", out, re.M)
+    assert len(checks) == 36 and set(checks) == {
+        ("pass", name, "passed in all 4 minute files") for _, name, _ in checks
+    }, checks
     rows = dict(re.findall(r"^  (\w+) +([\d,]+)$", out, re.M))
     assert rows == {
         "blocks": "30",
@@ -74,8 +79,11 @@ def test_run_processes_another_log_tree_and_prints_the_summary(tmp_path, monkeyp
             "2025/04/23/0602",
             "2025/04/23/0700",
         ]
-        (run,) = instance.get_runs()
+        # One run for the minute files (one contiguous range), one for their day's reports.
+        reports, run = instance.get_runs()  # newest first
+        assert (run.job_name, reports.job_name) == ("minute_tables_job", "daily_reports_job")
         assert run.tags["dagster/asset_partition_range_start"] == "2025/04/23/0600"
+        assert reports.tags["dagster/asset_partition_range_start"] == "2025-04-23"
 
     query = jam_etl(tmp_path, "sql", "SELECT count(*) AS n FROM blocks")
     assert query.returncode == 0 and "30" in query.stdout

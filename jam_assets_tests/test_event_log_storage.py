@@ -33,6 +33,7 @@ def batched_instance(tmp_path):
 
 
 ASSETS = ("raw_log", "blocks", "workreports", "rejected_lines")
+CHECKS = (("blocks", "hex_formats"), ("rejected_lines", "lines_accounted"), ("raw_log", "codec_len_matches"))
 
 
 @pytest.fixture
@@ -45,7 +46,8 @@ def logs(settings):
 
 @pytest.fixture
 def single_materializations(monkeypatch):
-    """Counts the materialization and planned events stored one at a time (`store_event`), by either storage."""
+    """Counts the materialization, planned and check evaluation events stored one at a time
+    (`store_event`), by either storage."""
     seen = []
     original = SqliteEventLogStorage.store_event
 
@@ -53,6 +55,7 @@ def single_materializations(monkeypatch):
         if event.dagster_event and event.dagster_event.event_type in (
             DagsterEventType.ASSET_MATERIALIZATION,
             DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+            DagsterEventType.ASSET_CHECK_EVALUATION,
         ):
             seen.append(event.dagster_event.asset_key)
         return original(self, event)
@@ -115,6 +118,25 @@ def recorded(instance, run_ids) -> dict:
             "storage_ids_ascend": [r.storage_id for r in records]
             == sorted((r.storage_id for r in records), reverse=True),
         }
+    # The checks' rows per minute file, as the UI reads them, each linked to its run's materialization.
+    for asset, check in CHECKS:
+        materialized = {
+            (r.run_id, r.partition_key): r.storage_id
+            for r in instance.fetch_materializations(dg.AssetKey(asset), limit=100).records
+        }
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey(asset), check), limit=100
+        )
+        out[f"{asset}.{check}"] = sorted(
+            (
+                order[r.run_id],
+                r.partition,
+                r.status.value,
+                r.evaluation.description,
+                r.evaluation.target_materialization_data.storage_id == materialized[r.run_id, r.partition],
+            )
+            for r in history
+        )
     return out
 
 
@@ -127,8 +149,9 @@ def test_a_range_run_records_the_same_events_as_dagsters_storage_in_batches(
         runs = materialize_twice(stock, resources)
         expected = recorded(stock, runs)
         # Dagster's storage writes each of a batch's events on its own: planned and materialized,
-        # one per asset per minute file, in each of the two runs.
-        assert len(single_materializations) == 2 * 2 * 13 * len(KEYS)
+        # one per asset per minute file, and a check evaluation per check and minute file, in each
+        # of the two runs.
+        assert len(single_materializations) == 2 * (2 * 13 + 36) * len(KEYS)
         assert planned_events(stock, runs[0]) == 13 * len(KEYS)
 
     single_materializations.clear()
@@ -140,14 +163,25 @@ def test_a_range_run_records_the_same_events_as_dagsters_storage_in_batches(
         assert planned_events(batched, runs[0]) == 13 * len(KEYS)  # per minute file, so failures show per minute
 
     differing = {
-        (a, k): (actual[a][k], expected[a][k]) for a in expected for k in expected[a] if actual[a][k] != expected[a][k]
+        (a, k): (actual[a][k], expected[a][k]) for a in ASSETS for k in expected[a] if actual[a][k] != expected[a][k]
     }
     assert differing == {}
+    for asset, check in CHECKS:
+        assert actual[f"{asset}.{check}"] == expected[f"{asset}.{check}"], check
     assert expected["raw_log"]["partitions"] == KEYS
     assert len(expected["blocks"]["events"]) == 2 * len(KEYS)
     assert expected["blocks"]["latest"] == (1, True)
     assert expected["blocks"]["indexed_latest"] == (1, True)
     assert len(expected["blocks"]["indexed_tags"]) == 2 * len(KEYS)  # a data version per event
+    assert len(expected["blocks.hex_formats"]) == 2 * len(KEYS)
+    assert {e[2:] for e in expected["rejected_lines.lines_accounted"]} == {
+        (
+            "SUCCEEDED",
+            f"passed (checked with 4 other minute files: all {n} lines of 5 minute files accounted for)",
+            True,
+        )
+        for n in {e[3].split("all ")[1].split(" ")[0] for e in expected["rejected_lines.lines_accounted"]}
+    }
 
 
 def test_a_failed_range_run_marks_each_of_its_minute_files_failed(settings, resources, logs, tmp_path):

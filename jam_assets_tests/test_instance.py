@@ -43,5 +43,8 @@ def test_the_instance_make_creates_limits_the_warehouse_pool_to_one(tmp_path):
     with instance_at(home) as instance:
         info = instance.event_log_storage.get_concurrency_info(POOL)
         assert (info.limit, info.claimed_slots, info.pending_steps) == (1, [], [])
-        (run,) = instance.get_runs()
-        assert run.status == dg.DagsterRunStatus.SUCCESS
+        runs = instance.get_runs()
+        assert [(r.job_name, r.status) for r in runs] == [
+            ("daily_reports_job", dg.DagsterRunStatus.SUCCESS),
+            ("minute_tables_job", dg.DagsterRunStatus.SUCCESS),
+        ]

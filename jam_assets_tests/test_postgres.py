@@ -42,14 +42,19 @@ def test_the_postgres_instance_stores_runs_partitions_and_checks(pg, pg_instance
     )
     assert result.success
     assert pg_instance.get_materialized_partitions(dg.AssetKey("blocks")) == set(keys)
-    assert len(result.get_asset_check_evaluations()) == 36
+    # Every check on each minute file of the range (36 x 2), all passed.
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 72 and {(e.partition, e.passed) for e in evaluations} == {(k, True) for k in keys}
+    single = dg.materialize([minute_file_tables], instance=pg_instance, resources=resources, partition_key=keys[1])
+    assert {(e.partition, e.passed) for e in single.get_asset_check_evaluations()} == {(keys[1], True)}
+    assert len(single.get_asset_check_evaluations()) == 36
 
     with psycopg2.connect(
         host=pg["host"], port=pg["port"], dbname=pg["db"], user=pg["user"], password=pg["password"]
     ) as conn:
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'")
-            assert cur.fetchone()[0] == 1
+            assert cur.fetchone()[0] == 2
             cur.execute(
                 "SELECT partition FROM dynamic_partitions WHERE partitions_def_name = 'minute_files' ORDER BY id"
             )

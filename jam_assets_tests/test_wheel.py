@@ -78,7 +78,7 @@ def test_a_wheel_installed_outside_the_repository_runs_a_minute_file(checkout, t
     )
     assert loaded.returncode == 0, loaded.stderr
     where, assets = loaded.stdout.split()
-    assert where.startswith(str(site)) and assets == "13"
+    assert where.startswith(str(site)) and assets == "15"  # raw_log, 12 tables, leaderboard, quality_report
 
     ran = subprocess.run(
         [str(python), "-m", "jam_assets.cli", "run"],

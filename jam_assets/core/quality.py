@@ -115,6 +115,8 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
     # minute file -> failing rows (or lines) in it: which minutes failed, even in a range run
     by_minute: dict[str, int] = field(default_factory=dict)
+    # minute file -> up to SAMPLES of its own offenders (a range's `samples` may all be one minute's)
+    samples_by_minute: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.by_minute and not self.passed:
@@ -129,12 +131,16 @@ def where(by_minute: Mapping[str, int], shown: int = 3) -> str:
     return f"in {listed}" + (f" and {more} more minute file{'s' * (more > 1)}" if more > 0 else "")
 
 
-def _by_minute(rows: Sequence[tuple]) -> dict[str, int]:
-    """Failing rows per minute file; each row's first value is its minute_file."""
+def _by_minute(rows: Sequence[tuple], names: Sequence[str]) -> dict[str, Any]:
+    """`by_minute` and `samples_by_minute` of an Outcome from its failing rows (ordered by minute
+    file, then line), each row's first value being its minute_file."""
     counts: dict[str, int] = {}
+    grouped: dict[str, list[tuple]] = {}
     for row in rows:
         counts[row[0]] = counts.get(row[0], 0) + 1
-    return counts
+        if counts[row[0]] <= SAMPLES:
+            grouped.setdefault(row[0], []).append(row)
+    return {"by_minute": counts, "samples_by_minute": {k: _sample_rows(v, names) for k, v in grouped.items()}}
 
 
 class Exports:
@@ -218,14 +224,15 @@ def check_hex_formats(exports: Exports, table: str) -> Outcome:
     if not bad:
         return Outcome(True, "ERROR", f"{len(patterns)} hex column(s) well-formed", extra={"columns_checked": checked})
     worst = ", ".join(f"{c} {n}" for c, n in sorted(by_column.items(), key=lambda x: -x[1]))
+    names = ["minute_file", "line_no", "column", "value"]
     return Outcome(
         False,
         "ERROR",
         f"{len(bad)} malformed values ({worst})",
         len(bad),
-        _sample_rows(bad, ["minute_file", "line_no", "column", "value"]),
+        _sample_rows(bad, names),
         {"failing_by_column": by_column, "columns_checked": checked},
-        _by_minute(bad),
+        **_by_minute(bad, names),
     )
 
 
@@ -258,7 +265,8 @@ def check_elapsed(exports: Exports, table: str, band: ElapsedBand) -> Outcome:
                 unit = "nanoseconds" if row["median_us"] > band.high else "milliseconds"
                 wrong_teams.append(f"{row['team']} (median {row['median_us']:,} µs, looks like {unit})")
     extra = {"per_team": teams_table, "band_us": [band.low, band.high] if not band.expect_zero else [0, 0]}
-    samples = _sample_rows(suspects, ["minute_file", "line_no", "team", "value", "looks_like"])
+    names = ["minute_file", "line_no", "team", "value", "looks_like"]
+    samples = _sample_rows(suspects, names)
     if wrong_teams:
         return Outcome(
             False,
@@ -267,11 +275,17 @@ def check_elapsed(exports: Exports, table: str, band: ElapsedBand) -> Outcome:
             len(suspects),
             samples,
             extra,
-            _by_minute(suspects),
+            **_by_minute(suspects, names),
         )
     if suspects:
         return Outcome(
-            False, "WARN", f"{len(suspects)} lines with {why}", len(suspects), samples, extra, _by_minute(suspects)
+            False,
+            "WARN",
+            f"{len(suspects)} lines with {why}",
+            len(suspects),
+            samples,
+            extra,
+            **_by_minute(suspects, names),
         )
     values = sum(r["values"] for r in teams_table)
     if not values:
@@ -294,13 +308,14 @@ def check_time_window(exports: Exports, table: str, tolerance_seconds: float) ->
     outside = exports.rows(sql)
     if not outside:
         return Outcome(True, "WARN", f"every line within its minute ±{tol:g} s")
+    names = ["minute_file", "line_no", "value", "seconds_from_minute_start"]
     return Outcome(
         False,
         "WARN",
         f"{len(outside)} lines outside their minute ±{tol:g} s",
         len(outside),
-        _sample_rows(outside, ["minute_file", "line_no", "value", "seconds_from_minute_start"]),
-        by_minute=_by_minute(outside),
+        _sample_rows(outside, names),
+        **_by_minute(outside, names),
     )
 
 
@@ -332,6 +347,7 @@ def check_lines_accounted(exports: Exports, summaries: Mapping[str, MinuteFileSu
         len(wrong),
         wrong[:SAMPLES],
         by_minute={w["minute_file"]: w["lines_in_file"] - w["lines_in_outputs"] for w in wrong},
+        samples_by_minute={w["minute_file"]: [w] for w in wrong},
     )
 
 
@@ -340,8 +356,16 @@ def _envelope_fact(summaries: Mapping[str, MinuteFileSummary], count: str, sampl
     if not failing:
         return Outcome(True, "ERROR", ok)
     found = [x for s in summaries.values() for x in getattr(s, samples)][:SAMPLES]
-    by_minute = {k: getattr(s, count) for k, s in summaries.items() if getattr(s, count)}
-    return Outcome(False, "ERROR", bad.format(n=failing), failing, found, by_minute=by_minute)
+    failing_minutes = {k: s for k, s in summaries.items() if getattr(s, count)}
+    return Outcome(
+        False,
+        "ERROR",
+        bad.format(n=failing),
+        failing,
+        found,
+        by_minute={k: getattr(s, count) for k, s in failing_minutes.items()},
+        samples_by_minute={k: getattr(s, samples)[:SAMPLES] for k, s in failing_minutes.items()},
+    )
 
 
 def check_preimage_hash(summaries: Mapping[str, MinuteFileSummary]) -> Outcome:

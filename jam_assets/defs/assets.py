@@ -119,11 +119,27 @@ def selected_names(context: dg.AssetExecutionContext) -> set[str]:
     return {k.path[-1] for k in context.selected_asset_keys}
 
 
+def run_minute_files(context: dg.AssetExecutionContext) -> list[str]:
+    """The run's minute files: its partition or range; for a run of checks alone launched without a
+    partition (the UI's "Execute all" on a table's Checks tab), the newest minute file processed."""
+    if context.has_partition_key or context.has_partition_key_range:
+        return list(context.partition_keys)
+    materialized = context.instance.get_materialized_partitions(dg.AssetKey(RAW_LOG))
+    if not materialized:
+        raise dg.Failure(description="no minute file has been processed yet: there is nothing to check")
+    newest = max(materialized)  # keys sort by time
+    context.log.info(
+        f"no minute file was chosen: checking the newest one processed, {newest} "
+        "(to check another, re-materialize it: Assets > raw_log > Materialize)"
+    )
+    return [newest]
+
+
 def derive_minute_files(
     context: dg.AssetExecutionContext, settings: JamSettings, tables: list[str]
 ) -> tuple[dict[str, StagedTable], dict[str, MinuteFileSummary]]:
     """Read each minute file of the run once, staging the rows of `tables`."""
-    keys = context.partition_keys
+    keys = run_minute_files(context)
     staged = StagedRun.of(tables).tables
     summaries: dict[str, MinuteFileSummary] = {}
     stage_root = settings.staging_dir(context.run_id)
@@ -165,7 +181,7 @@ def derive_minute_files(
 )
 def minute_file_tables(
     context: dg.AssetExecutionContext, settings: JamSettings
-) -> Iterator[dg.Output | dg.AssetCheckResult]:
+) -> Iterator[dg.Output | dg.AssetCheckResult | dg.AssetCheckEvaluation]:
     batch_event_writes()
     selected = selected_names(context)
     tables = [t for t in schema.ALL_TABLES if t in selected]
