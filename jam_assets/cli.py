@@ -29,11 +29,15 @@ def open_instance():
     """The Dagster instance in DAGSTER_HOME (default ./.dagster_home), prepared by jam_assets.home."""
     import dagster as dg
 
-    from .home import prepare_home
+    from .home import home_lock, prepare_home
 
     home = prepare_home()
     os.environ["DAGSTER_HOME"] = str(home)
-    return home, dg.DagsterInstance.get()
+    with home_lock(home):  # two jam-etl runs on a new home would both create its tables
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)
+        instance.get_dynamic_partitions("minute_files")
+    return home, instance
 
 
 PID_TAG, HOST_TAG = "jam/pid", "jam/host"

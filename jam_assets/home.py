@@ -49,13 +49,21 @@ def home_config(home: Path) -> str:
     return text
 
 
+@contextmanager
+def home_lock(home: Path) -> Iterator[None]:
+    """One process at a time in the home's setup: writing dagster.yaml, and opening the instance
+    (Dagster's SQLite storages create their tables when first opened, unguarded)."""
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / ".jam-etl.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        yield
+
+
 def prepare_home(home: Path | str | None = None) -> Path:
     """Create the home if needed and (re)write its dagster.yaml if jam_assets wrote it; returns it."""
     home = Path(home or os.environ.get("DAGSTER_HOME") or DEFAULT_HOME).expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    with (home / ".jam-etl.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+    with home_lock(home):
         if config.is_symlink():  # a home made by an older version: it linked the project's file
             config.unlink()
         if config.exists() and not config.read_text().startswith(GENERATED):
