@@ -64,9 +64,13 @@ dev: setup home
 
 bench: setup
 	$(PY) bench/run.py
+	@scripts/ensure-syslog-ng
+	$(PY) bench/receiver_bench.py
 
 bench-quick: setup
 	$(PY) bench/run.py --quick
+	@scripts/ensure-syslog-ng
+	$(PY) bench/receiver_bench.py --quick
 
 clean:
 	rm -rf $(VENV) .venv-bqemu .dagster_home dune_exports .pytest_cache

@@ -94,14 +94,19 @@ class SyslogNg:
 
 
 @contextmanager
-def syslog_ng_server() -> Iterator[SyslogNg]:
+def syslog_ng_server(max_connections: int | None = None) -> Iterator[SyslogNg]:
+    """A private syslog-ng. `max_connections` (the bench's) lifts the README source's limit, which is
+    syslog-ng's default of 10 concurrent connections, the README setting none."""
     binary = syslog_ng_binary()
     if binary is None:
         raise RuntimeError("syslog-ng is not installed (make test installs Debian's syslog-ng-core)")
     work = Path(tempfile.mkdtemp(prefix="jam-syslog-ng-"))
     ports = {name: _free_port() for name in SOURCES}
     roots = {name: work / name for name in SOURCES}
-    config = _fill(README_CONFIG, port=ports["readme"], root=roots["readme"]) + _fill(
+    readme = _fill(README_CONFIG, port=ports["readme"], root=roots["readme"])
+    if max_connections is not None:
+        readme = readme.replace("use-dns(yes));", f"use-dns(yes) max-connections({max_connections}));")
+    config = readme + _fill(
         EXTRA_SOURCES,
         rfc5424_port=ports["rfc5424"],
         framed_port=ports["framed"],

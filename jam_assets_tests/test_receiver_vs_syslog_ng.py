@@ -418,3 +418,22 @@ def test_differences_from_jam_etls_syslog_ng(peers):
     )
     local_minute = datetime.now(timezone(timedelta(hours=2))).strftime("%Y/%m/%d/%H%M")
     assert list(sng_files) == [local_minute] and list(rx_files) == [receipt_minute]
+
+    # 7. jam-etl's source sets no max-connections(), so syslog-ng's default of 10 applies: the 11th
+    # node to connect is turned away (the receiver's limit is JAM_RECEIVER_MAX_CONNECTIONS, 1000).
+    sng, rx = peers
+    before_s, before_r = _sizes(sng.roots["readme"]), _sizes(rx.log_dir)
+    held = {
+        port: [socket.create_connection((LOOPBACK, port)) for _ in range(10)]
+        for port in (sng.ports["readme"], rx.ports["syslog"])
+    }
+    time.sleep(0.3)
+    for port in held:
+        send_syslog(port, b"<14>jamtart: the eleventh node\n")
+    _settle(sng.roots["readme"], rx.log_dir, before_s, before_r)
+    assert _appended(sng.roots["readme"], before_s) == {}
+    assert list(_appended(rx.log_dir, before_r).values()) == [b"the eleventh node\n"]
+    for sockets in held.values():
+        for s in sockets:
+            s.close()
+    assert "Number of allowed concurrent connections reached" in sng.log_text()
