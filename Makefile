@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 UV_VERSION := 0.13.9
-# Two workers: the suite waits on servers and subprocesses as much as it computes.
+# Two workers: the suite waits on servers and subprocesses as much as it computes. A test module
+# runs on one worker (--dist loadfile), so its module-wide server or Dagster instance is made once.
 PYTEST_WORKERS ?= 2
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # Every Dagster process make starts (the daemon and webserver of `make dev` create runs, and store
@@ -40,11 +41,11 @@ run: setup home
 
 # Everything, on $(PYTEST_WORKERS) processes (under 5 minutes on 2 cores).
 test: setup peers
-	$(PY) -m pytest -n $(PYTEST_WORKERS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # The core, the checks' logic, the sensor's planning: no servers, no subprocesses (under a minute).
 test-fast: setup
-	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow"
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"
 
 # The suite on the newest 1.13 Dagster core, in a venv of its own (see pyproject.toml).
 test-upgrade: setup peers
