@@ -5,6 +5,7 @@ compared row by row and column by column with the JSONL exports."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -22,11 +23,15 @@ from jam_assets.defs.resources import resources_for
 from jam_assets.sinks import bigquery as bq_sink
 
 from .bigquery_emulator import (  # noqa: F401 (fixtures)
+    backend_error,
     bigquery_emulator,
+    bigquery_error,
     bq,
     bq_dataset,
     concurrent_update_error,
+    load_job,
     query_job,
+    rate_limit_error,
 )
 from .helpers import PROJECT, read_jsonl, sample_json, sample_line, write_minute
 
@@ -155,6 +160,14 @@ def test_a_production_run_lands_every_table_exactly_as_in_the_exports(settings, 
         r["line_no"] for r in read_jsonl(settings.export_root / "blocks" / f"{KEYS[1]}.jsonl")
     ]
     assert "T.minute_start >= @first_minute" in bq_dataset.proxy.queries()[-1].sql
+    # The guards go with every job: the byte limit on every statement, the timeout on every job.
+    ours = [r for r in bq_dataset.proxy.requests if r.method == "POST" and not (r.sql or "").startswith("SELECT *")]
+    jobs = [r.job_configuration for r in ours if r.job_configuration]  # (SELECT *: this test's own reads)
+    queries = [c["query"] for c in jobs if "query" in c]
+    loads = [c for c in jobs if "load" in c]
+    assert {q["query"] for q in queries} == {*statements, bq_dataset.proxy.queries()[-1].sql} and loads
+    assert {(q["maximumBytesBilled"]) for q in queries} == {str(bq_sink.DEFAULT_MAXIMUM_BYTES_BILLED)}
+    assert {c.get("jobTimeoutMs") for c in jobs} == {str(int(bq_sink.DEFAULT_JOB_TIMEOUT_SECONDS * 1000))}
 
 
 def test_rows_per_minute_follow_the_file_through_3_1_0_and_4_rows(settings, production, instance, bq_dataset):
@@ -173,13 +186,96 @@ def test_rows_per_minute_follow_the_file_through_3_1_0_and_4_rows(settings, prod
     assert_bigquery_equals_exports(settings, bq_dataset)
 
 
-def test_a_6_mib_minute_file_loads_through_a_resumable_upload(settings, production, instance, bq_dataset):
-    when = datetime(2025, 4, 23, 6, 0, tzinfo=UTC)
-    Generator(TINY, seed=8).write_file_of_size(settings.log_root / f"{KEY}.log", 6 * 1024 * 1024, when)
-    assert materialize(instance, production, [KEY]).success
+def test_the_samples_and_a_6_mib_minute_land_exactly_then_a_shrunk_file_shrinks_the_tables(
+    settings, production, instance, bq_dataset
+):
+    """The issue's "done when": the bundled sample logs (two days, rows whose `time` strays from their
+    minute) and a 6 MiB minute file (a resumable upload) land exactly as in the exports; the 6 MiB
+    file shrunk to two lines brings every table down to the exports again."""
+    shutil.copytree(PROJECT / "jam_assets" / "sample_logs", settings.log_root, dirs_exist_ok=True)
+    big = "2025/04/23/1200"
+    Generator(TINY, seed=8).write_file_of_size(
+        settings.log_root / f"{big}.log", 6 * 1024 * 1024, datetime(2025, 4, 23, 12, 0, tzinfo=UTC)
+    )
+    keys = sorted(str(p.relative_to(settings.log_root))[: -len(".log")] for p in settings.log_root.rglob("*.log"))
+    assert len(keys) == 6
+    assert materialize(instance, production, keys).success
     uploads = {r.upload_type for r in bq_dataset.proxy.requests if r.upload_type}
     assert "resumable" in uploads, uploads
     assert_bigquery_equals_exports(settings, bq_dataset)
+    before = len(stored(bq_dataset.client, bq_dataset.dataset_id, "validatorstatistics"))
+
+    lines = (settings.log_root / f"{big}.log").read_bytes().splitlines(keepends=True)
+    (settings.log_root / f"{big}.log").write_bytes(b"".join(lines[:2]))
+    assert materialize(instance, production, [big]).success
+    assert_bigquery_equals_exports(settings, bq_dataset)
+    assert len(stored(bq_dataset.client, bq_dataset.dataset_id, "validatorstatistics")) < before
+
+
+def test_a_minute_whose_exports_are_gone_is_still_replaced(settings, production, instance, bq_dataset):
+    """Exports pruned by retention say nothing about BigQuery: a re-run that gives a table no rows still
+    deletes the minute's old rows there. A new minute with no rows for a table costs no statement."""
+    write_minute(settings.log_root, KEY, block_lines(KEY, 3))
+    assert materialize(instance, production, [KEY]).success
+    (settings.export_root / "blocks" / f"{KEY}.jsonl").unlink()  # as JAM_EXPORT_RETENTION_DAYS does
+    write_minute(settings.log_root, KEY, [sample_line("131")])
+    bq_dataset.proxy.clear()
+    assert materialize(instance, production, [KEY]).success
+    assert stored(bq_dataset.client, bq_dataset.dataset_id, "blocks") == []
+    assert any(r.sql.startswith("DELETE") and ".blocks`" in r.sql for r in bq_dataset.proxy.queries())
+
+    new = KEYS[1]
+    write_minute(settings.log_root, new, [sample_line("131").replace(b"2025-04-24T23:39", b"2025-04-23T06:01")])
+    bq_dataset.proxy.clear()
+    assert materialize(instance, production, [new]).success
+    changed = {
+        r.sql.split("`")[1].rsplit(".", 1)[-1]
+        for r in bq_dataset.proxy.queries()
+        if r.sql.startswith(("MERGE", "DELETE"))
+    }
+    assert changed == {"tickets"}
+
+
+def test_a_statement_over_the_byte_limit_fails_its_table_at_once_and_says_why(
+    settings, production, instance, bq_dataset
+):
+    write_minute(settings.log_root, KEY, block_lines(KEY, 2) + [sample_line("131")])
+    bq_dataset.proxy.fail_next(
+        query_job("MERGE", contains=".blocks`"),
+        bigquery_error(
+            400, "bytesBilledLimitExceeded", "Query exceeded limit for bytes billed: 1000. 10485760 or higher required."
+        ),
+        at="result",
+    )
+    result = materialize(instance, production, [KEY], raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_failure_data.error.message.endswith(
+        f"BigQuery {bq_dataset.table_id('blocks')}: bytesBilledLimitExceeded: Query exceeded limit for bytes "
+        "billed: 1000. 10485760 or higher required. (the statement would bill more than JAM_BQ_MAX_BYTES_BILLED = "
+        f"{bq_sink.DEFAULT_MAXIMUM_BYTES_BILLED:,} bytes; raise it if that is expected)\n"
+    )
+    # Not retried, by the writer or by Dagster; the other tables were written.
+    merges = [r for r in bq_dataset.proxy.queries() if r.sql.startswith("MERGE") and ".blocks`" in r.sql]
+    assert len(merges) == 1
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+    assert len(stored(bq_dataset.client, bq_dataset.dataset_id, "tickets")) == 1
+    assert stored(bq_dataset.client, bq_dataset.dataset_id, "blocks") == []
+
+
+def test_rate_limits_and_backend_errors_are_retried_by_the_writer(settings, production, instance, bq_dataset):
+    write_minute(settings.log_root, KEY, block_lines(KEY, 3))
+    faults = [
+        bq_dataset.proxy.fail_next(load_job(), rate_limit_error()),
+        bq_dataset.proxy.fail_next(query_job("MERGE", contains=".blocks`"), backend_error(503)),
+        bq_dataset.proxy.fail_next(query_job("MERGE", contains=".blocks`"), backend_error(500), at="result"),
+    ]
+    result = materialize(instance, production, [KEY], selection=["blocks"])
+    assert result.success and all(f.exhausted for f in faults)
+    (blocks,) = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "blocks"]
+    # The 503 on the MERGE's request is retried by the client itself; the other two by the writer.
+    assert blocks.materialization.metadata["warehouse_write"].value["bigquery_retries"] == 2
+    assert len(stored(bq_dataset.client, bq_dataset.dataset_id, "blocks")) == 3
 
 
 def test_a_serialization_failure_on_the_first_merge_is_retried(settings, production, instance, bq_dataset):

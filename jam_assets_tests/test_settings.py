@@ -119,3 +119,25 @@ def test_elapsed_bands_are_overridden_per_table_with_the_cores_fields():
     assert bounds.elapsed["blocks"] == DEFAULT_ELAPSED_BANDS["blocks"]
     with pytest.raises(SettingsError, match=r"elapsed_bands\['tickets'\]: .*unexpected keyword argument 'hi'"):
         JamSettings(elapsed_bands={"tickets": {"hi": 9}}).quality_bounds()
+
+
+def test_production_tables_carry_a_freshness_policy_and_local_ones_none():
+    """A stalled receiver or sensor shows in the UI: a table with no new minute file for 5 minutes is a
+    warning, for 15 a failure (production only: the bundled samples are from 2025)."""
+    for environ, expected in ((PRODUCTION, (900, 300)), ({}, None)):
+        specs = {s.key.path[-1]: s for s in load(environ).resolve_all_asset_specs()}
+        for table in ("blocks", "rejected_lines", "tickets"):
+            policy = specs[table].freshness_policy
+            got = (
+                None
+                if policy is None
+                else (policy.fail_window.to_timedelta().seconds, policy.warn_window.to_timedelta().seconds)
+            )
+            assert got == expected, (table, environ)
+        assert specs["raw_log"].freshness_policy is None
+
+
+def test_dune_tables_are_public_only_when_asked():
+    dune = {"DUNE_API_KEY": "k", "DUNE_NAMESPACE": "jamteam"}
+    assert load(PRODUCTION | dune).resources["dune"].public_tables is False
+    assert load(PRODUCTION | dune | {"JAM_DUNE_PUBLIC": "1"}).resources["dune"].public_tables is True

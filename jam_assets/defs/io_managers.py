@@ -14,6 +14,8 @@ published with an atomic rename and replaced (never appended) on re-materializat
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,19 @@ def partition_keys(context: dg.OutputContext | dg.InputContext) -> list[str]:
     return sorted(context.asset_partition_keys) if context.has_asset_partitions else []
 
 
-def _had_rows(root: Path, table: str, minute_files: list[str]) -> bool:
-    """Whether the published exports (what the warehouse holds) have any row of these minutes."""
-    return any((p := export_path(root, table, k)).exists() and p.stat().st_size > 0 for k in minute_files)
+def _had_rows(root: Path, table: str, minute_files: list[str], materialized: Callable[[], set[str]]) -> bool:
+    """Whether the warehouse may hold rows of these minutes. The published exports say what it holds;
+    where a minute's export is missing (pruned by retention, a new export folder, a crash before
+    publishing) a minute processed before may have rows there. A table that gets no rows skips its
+    DELETE only when neither is the case (a new minute, the usual live run)."""
+    for key in minute_files:
+        path = export_path(root, table, key)
+        if path.exists():
+            if path.stat().st_size > 0:
+                return True
+        elif key in materialized():
+            return True
+    return False
 
 
 class TablesIOManager(dg.ConfigurableIOManager):
@@ -45,7 +57,13 @@ class TablesIOManager(dg.ConfigurableIOManager):
     def _write_run(self, context: dg.OutputContext, run: StagedRun) -> dict[str, object]:
         root = self.settings.export_root
         batches = {t: dict(staged.files) for t, staged in run.tables.items()}
-        had_rows = {t: _had_rows(root, t, list(files)) for t, files in batches.items()}
+        instance = context.step_context.instance
+        had_rows = {
+            t: _had_rows(
+                root, t, list(files), functools.cache(lambda t=t: instance.get_materialized_partitions(dg.AssetKey(t)))
+            )
+            for t, files in batches.items()
+        }
         work_dir = self.settings.staging_dir(context.run_id) / "warehouse"
         try:
             outcomes = self.warehouse.replace_minute_files(context.log, context.run_id, work_dir, batches, had_rows)

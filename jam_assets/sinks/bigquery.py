@@ -63,6 +63,8 @@ _SIXTEEN_DIGITS = re.compile(rb"\d{16}")  # any integer beyond 2^53 has at least
 _CHUNK = 8 << 20
 
 _RETRYABLE_REASONS = {"rateLimitExceeded", "backendError", "internalError", "jobRateLimitExceeded"}
+# No later attempt gets past these (a guard, a bad statement, a missing or forbidden table).
+_PERMANENT_REASONS = {"bytesBilledLimitExceeded", "invalid", "invalidQuery", "notFound", "accessDenied", "duplicate"}
 _RETRYABLE_STATUS = (
     gexc.InternalServerError,
     gexc.BadGateway,
@@ -117,14 +119,19 @@ def credentials_from_base64(text: str):
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Failures that a later attempt of the same statement or load can get past."""
-    if isinstance(exc, _RETRYABLE_STATUS):
-        return True
+    """Failures that a later attempt of the same statement or load can get past.
+
+    A job's own error reaches the client as a 500 whatever its reason (the client maps reasons it
+    does not know to InternalServerError), so the reason decides before the status does.
+    """
     if isinstance(exc, gexc.GoogleAPICallError):
         reasons = {e.get("reason") for e in (exc.errors or []) if isinstance(e, dict)}
-        if reasons & _RETRYABLE_REASONS:
+        if reasons & _RETRYABLE_REASONS or "could not serialize access" in str(exc.message).lower():
             return True
-        return "could not serialize access" in str(exc.message).lower()
+        if reasons & _PERMANENT_REASONS:
+            return False
+    if isinstance(exc, _RETRYABLE_STATUS):
+        return True
     return isinstance(exc, (ConnectionError, TimeoutError)) and not isinstance(exc, JobTimeout)
 
 
@@ -380,7 +387,7 @@ class BigQueryWriter:
                 except Exception as exc:  # one table's failure never stops the others
                     outcomes[table] = WarehouseWriteError(
                         table,
-                        f"BigQuery {self.target.table_id(table)}: {_first_line(exc)}",
+                        f"BigQuery {self.target.table_id(table)}: {explain(exc, self.target)}",
                         transient=is_transient(exc),
                     )
         return outcomes
@@ -401,26 +408,7 @@ class BigQueryWriter:
         return retry(fn)()
 
     def _wait(self, job, what: str) -> None:
-        """Wait for a job within the job timeout; past it, cancel the job and fail with a message saying so.
-
-        (The client's own `result(timeout=)` bounds each HTTP request, not the job; BigQuery also
-        stops the job itself at the configured `job_timeout_ms`.)
-        """
-        deadline = time.monotonic() + self.target.job_timeout_seconds
-        pause = 0.1
-        while not job.done():
-            if time.monotonic() >= deadline:
-                try:
-                    self.client.cancel_job(job.job_id, location=job.location)
-                except gexc.GoogleAPICallError:
-                    pass  # it stops at job_timeout_ms anyway
-                raise JobTimeout(
-                    f"{what}: job {job.job_id} did not finish within {self.target.job_timeout_seconds:g} s "
-                    "and was cancelled (JAM_BQ_JOB_TIMEOUT_SECONDS)"
-                )
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, 5.0)
-        job.result(**_no_job_retry(job))  # raises the job's error, if it failed
+        wait_for(self.client, job, what, self.target.job_timeout_seconds)
 
     def _query(self, sql: str, part: Slice, what: str, progress: _Progress) -> bigquery.QueryJob:
         config = bigquery.QueryJobConfig(
@@ -526,6 +514,29 @@ class BigQueryWriter:
                 self.log(f"bigquery: could not delete {staging.table_id} ({_first_line(exc)}); it expires in a day")
 
 
+def wait_for(client: bigquery.Client, job, what: str, timeout_seconds: float) -> None:
+    """Wait for a job within the job timeout; past it, cancel the job and fail with a message saying so.
+
+    (The client's own `result(timeout=)` bounds each HTTP request, not the job; BigQuery also
+    stops the job itself at the configured `job_timeout_ms`.)
+    """
+    deadline = time.monotonic() + timeout_seconds
+    pause = 0.1
+    while not job.done():
+        if time.monotonic() >= deadline:
+            try:
+                client.cancel_job(job.job_id, location=job.location)
+            except gexc.GoogleAPICallError:
+                pass  # it stops at job_timeout_ms anyway
+            raise JobTimeout(
+                f"{what}: job {job.job_id} did not finish within {timeout_seconds:g} s "
+                "and was cancelled (JAM_BQ_JOB_TIMEOUT_SECONDS)"
+            )
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 5.0)
+    job.result(**_no_job_retry(job))  # raises the job's error, if it failed
+
+
 def _no_job_retry(job) -> dict[str, object]:
     # QueryJob.result re-issues failed queries by itself unless told not to; the retries here are ours.
     return {"job_retry": None} if isinstance(job, bigquery.QueryJob) else {}
@@ -536,12 +547,29 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:1000] if text else type(exc).__name__
 
 
+def explain(exc: BaseException, target: BigQueryTarget) -> str:
+    """A failure in one line: BigQuery's reason and message (a job's own error reaches the client as
+    "500" whatever it was), with what to change when it is one of the guards' own."""
+    errors = [e for e in getattr(exc, "errors", None) or [] if isinstance(e, dict) and e.get("reason")]
+    line = f"{errors[0]['reason']}: {errors[0].get('message', '')}" if errors else _first_line(exc)
+    if any(e["reason"] == "bytesBilledLimitExceeded" for e in errors):
+        line += (
+            f" (the statement would bill more than JAM_BQ_MAX_BYTES_BILLED = {target.maximum_bytes_billed:,} bytes;"
+            " raise it if that is expected)"
+        )
+    return line
+
+
 def read_minute_files(client: bigquery.Client, target: BigQueryTarget, table: str, minute_files: Sequence[str]):
     """The table's rows of these minute files as a pandas DataFrame, in schema order, pruned on minute_start."""
     part = Slice.minute_files(minute_files)
     names = ", ".join(f"`{n}`" for n in schema.column_names(table))
     config = bigquery.QueryJobConfig(
-        query_parameters=list(part.parameters), maximum_bytes_billed=target.maximum_bytes_billed
+        query_parameters=list(part.parameters),
+        maximum_bytes_billed=target.maximum_bytes_billed,
+        job_timeout_ms=int(target.job_timeout_seconds * 1000),
     )
     sql = f"SELECT {names} FROM `{target.table_id(table)}` T WHERE {part.where.format(a='T')} ORDER BY minute_file, line_no"
-    return client.query(sql, job_config=config).result().to_dataframe(create_bqstorage_client=False)
+    job = client.query(sql, job_config=config, job_retry=None)
+    wait_for(client, job, f"{table}: read", target.job_timeout_seconds)
+    return job.to_dataframe(create_bqstorage_client=False)
