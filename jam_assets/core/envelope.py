@@ -17,12 +17,14 @@ UNKNOWN_TEAM = "unknown"
 
 
 class LineRejected(Exception):
-    """A line that cannot become a row. `reason` is a stable code, `detail` says what was found."""
+    """A line that cannot become a row. `reason` is a stable code, `detail` says what was found;
+    `msg_type` is the line's, when it could be read before the line was rejected."""
 
-    def __init__(self, reason: str, detail: str):
+    def __init__(self, reason: str, detail: str, msg_type: str | None = None):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.msg_type = msg_type
 
 
 def preview(value: object, limit: int = 60) -> str:

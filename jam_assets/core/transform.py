@@ -15,8 +15,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import IO, Any, Protocol
+from typing import IO, Any, NamedTuple, Protocol, cast
 
 import orjson
 
@@ -180,13 +179,7 @@ class LineTransformer:
         self.times = TimeParser()
         self.types = {t: _TableTypes(t) for t in schema.TABLES}
         self._metadata: dict[str, tuple[dict[str, str], str, str | None, int | None]] = {}
-        # Set as soon as a line's msg_type is read, so a rejection can report it.
-        self.msg_type: str | None = None
-        self.time: str | None = None
-        self.metadata: Mapping[str, str] = {}
-        self.codec: str | None = None
-        self.codec_len: int | None = None  # metadata codec_len as a number (-1 when it is not one)
-        self.preimage_hash: str | None = None
+        self._read_msg_type: str | None = None  # the line's, as soon as it is read: for a rejection
 
     def _envelope_metadata(self, text: Any) -> tuple[dict[str, str], str, str | None, int | None]:
         if text is None:
@@ -217,16 +210,24 @@ class LineTransformer:
         elif msg_type[0] == "0" and len(msg_type) > 1:
             msg_type = str(int(msg_type))
         if msg_type not in HANDLERS:
-            self.msg_type = msg_type
             raise LineRejected(
-                "unknown_msg_type", f"msg_type {msg_type} is not one of {', '.join(sorted(HANDLERS, key=int))}"
+                "unknown_msg_type",
+                f"msg_type {msg_type} is not one of {', '.join(sorted(HANDLERS, key=int))}",
+                msg_type,
             )
         return msg_type
 
-    def rows(self, line_no: int, text: bytes | memoryview) -> list[tuple[str, bytes, int]]:
-        """(table, serialised rows, how many) for one line; raises LineRejected."""
-        self.msg_type = self.time = self.codec = self.codec_len = None
-        self.metadata = _NO_METADATA
+    def rows(self, line_no: int, text: bytes | memoryview) -> LineRows:
+        """One line's rows and the envelope facts the checks need; raises LineRejected (with the
+        line's msg_type when it was read)."""
+        try:
+            return self._rows(line_no, text)
+        except LineRejected as rejected:
+            rejected.msg_type = rejected.msg_type or self._read_msg_type
+            raise
+
+    def _rows(self, line_no: int, text: bytes | memoryview) -> LineRows:
+        self._read_msg_type = None
         try:
             envelope = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
@@ -245,18 +246,16 @@ class LineTransformer:
         if handler is None:
             msg_type = self._msg_type(msg_type)
             handler = HANDLERS[msg_type]
-        self.msg_type = msg_type
+        self._read_msg_type = msg_type
 
         if type(raw_time) is not str:
             if raw_time is None:
                 raise LineRejected("missing_field", "time is missing")
             raise LineRejected("bad_value", f"time must be a string, got {preview(raw_time)}")
         time, seconds = self.times.parse(raw_time)
-        self.time = time
 
         cached = self._metadata.get(metadata) if type(metadata) is str else None
-        md, team, md_id, self.codec_len = cached or self._envelope_metadata(metadata)
-        self.metadata = md
+        md, team, md_id, codec_len = cached or self._envelope_metadata(metadata)
         if sender_id is None:
             sender_id = md_id
         elif type(sender_id) is not str:
@@ -267,7 +266,6 @@ class LineTransformer:
             )
         if codec is not None and type(codec) is not str:
             raise LineRejected("bad_value", f"codec_encoded must be a hex string, got {preview(codec)}")
-        self.codec = codec
         if payload is None and "json_encoded" not in envelope:
             raise LineRejected("missing_field", "json_encoded is missing")
 
@@ -284,14 +282,27 @@ class LineTransformer:
         rows = handler(common, payload, md, codec)
         if not rows:
             raise LineRejected("empty_payload", f"msg_type {msg_type} payload gave no rows (all record lists empty)")
+        preimage_hash = None
         if msg_type == "142":
             preimage = rows[0][1]
-            self.preimage_hash = preimage["preimage_hash"] if isinstance(preimage, dict) else None
-        return serialise(rows, self.types)
+            preimage_hash = preimage["preimage_hash"] if isinstance(preimage, dict) else None
+        kind = cast(str, msg_type)  # a key of HANDLERS by now
+        return LineRows(kind, time, serialise(rows, self.types), md, codec, codec_len, preimage_hash)
+
+
+class LineRows(NamedTuple):
+    """What one line gave: its rows per table, and the envelope facts only the raw line holds."""
+
+    msg_type: str
+    time: str
+    tables: list[tuple[str, bytes, int]]  # (table, serialised rows, how many)
+    metadata: Mapping[str, str]
+    codec: str | None  # envelope codec_encoded
+    codec_len: int | None  # metadata codec_len as a number (-1 when it is not one)
+    preimage_hash: str | None  # msg_type 142: BLAKE2b-256 of the blob
 
 
 _ENVELOPE = ("msg_type", "time", "metadata", "sender_id", "elapsed", "codec_encoded", "json_encoded")
-_NO_METADATA: Mapping[str, str] = MappingProxyType({})
 
 
 def rejected_row(
@@ -398,26 +409,25 @@ def transform_stream(
         try:
             out = derive(line_no, line[3:] if line_no == 1 and line[:3] == BOM else line)
         except LineRejected as rejection:
-            _reject(summary, transformer, sink, line_no, bytes(line), terminated, rejection)
+            _reject(summary, transformer.minute_start, sink, line_no, bytes(line), terminated, rejection)
             continue
-        by_msg_type[transformer.msg_type] += 1
+        by_msg_type[out.msg_type] += 1
         lines_with_rows += 1
-        time = transformer.time
-        assert time is not None  # set by every line that gave rows
+        time = out.time
         if first is None or time < first:
             first = time
         if last is None or time > last:
             last = time
-        for table, data, count in out:
+        for table, data, count in out.tables:
             rows_by_table[table] += count
             write(table, data)
-        codec_len = transformer.codec_len
+        codec_len = out.codec_len
         if codec_len is not None:
-            codec = transformer.codec
+            codec = out.codec
             if codec is not None and (len(codec) != 2 * codec_len + 2 or codec[:2] != "0x"):
-                _codec_len_mismatch(summary, transformer, line_no)
-        if transformer.msg_type == "142":
-            _check_preimage_hash(summary, transformer, line_no)
+                _codec_len_mismatch(summary, out, line_no)
+        if out.msg_type == "142":
+            _check_preimage_hash(summary, out, line_no)
     summary.lines = line_no - lines_before
     summary.lines_with_rows = lines_with_rows
     summary.first_time, summary.last_time = first, last
@@ -427,7 +437,7 @@ def transform_stream(
 
 def _reject(
     summary: MinuteFileSummary,
-    transformer: LineTransformer,
+    minute_start: str,
     sink: RowSink,
     line_no: int,
     raw: bytes,
@@ -440,19 +450,19 @@ def _reject(
         reason, detail = "blank_line", "the line is empty or only white space"
     elif not terminated and reason in ("invalid_json", "invalid_utf8"):
         reason, detail = "truncated_line", f"the last line has no newline and is incomplete ({detail})"
-    msg_type = transformer.msg_type
+    msg_type = rejection.msg_type
     summary.lines_by_msg_type[msg_type or "unreadable"] += 1
     summary.rejected += 1
     summary.rejected_by_reason[reason] += 1
     summary.rows_by_table[schema.REJECTED] += 1
-    row = rejected_row(summary.minute_file, transformer.minute_start, line_no, reason, detail, msg_type, raw)
+    row = rejected_row(summary.minute_file, minute_start, line_no, reason, detail, msg_type, raw)
     sink.write(schema.REJECTED, orjson.dumps(row, option=_DUMPS_OPTS))
 
 
 # Facts only the raw envelope holds: metadata `codec_len` against `codec_encoded`, metadata `h`
 # against the preimage hash. The asset checks report them; the rows are kept either way.
-def _codec_len_mismatch(summary: MinuteFileSummary, transformer: LineTransformer, line_no: int) -> None:
-    codec = transformer.codec or ""  # only called when the line has a codec_encoded
+def _codec_len_mismatch(summary: MinuteFileSummary, line: LineRows, line_no: int) -> None:
+    codec = line.codec or ""  # only called when the line has a codec_encoded
     actual = (len(codec) - 2) // 2 if codec[:2] == "0x" else None
     summary.codec_len_mismatches += 1
     _sample(
@@ -460,15 +470,15 @@ def _codec_len_mismatch(summary: MinuteFileSummary, transformer: LineTransformer
         {
             "minute_file": summary.minute_file,
             "line_no": line_no,
-            "codec_len": transformer.metadata["codec_len"],
+            "codec_len": line.metadata["codec_len"],
             "codec_bytes": actual,
         },
     )
 
 
-def _check_preimage_hash(summary: MinuteFileSummary, transformer: LineTransformer, line_no: int) -> None:
-    expected = transformer.metadata.get("h")
-    if expected is not None and transformer.preimage_hash != expected.lower():
+def _check_preimage_hash(summary: MinuteFileSummary, line: LineRows, line_no: int) -> None:
+    expected = line.metadata.get("h")
+    if expected is not None and line.preimage_hash != expected.lower():
         summary.preimage_hash_mismatches += 1
         _sample(
             summary.preimage_hash_samples,
@@ -476,7 +486,7 @@ def _check_preimage_hash(summary: MinuteFileSummary, transformer: LineTransforme
                 "minute_file": summary.minute_file,
                 "line_no": line_no,
                 "h": expected,
-                "preimage_hash": transformer.preimage_hash,
+                "preimage_hash": line.preimage_hash,
             },
         )
 
