@@ -165,3 +165,20 @@ def test_retries_are_bounded_and_adjacent_minutes_are_one_run():
 
     running = plan_retries(set(), {keys[2]}, {keys[2]: [1, 0.0]}, 30.0, keys)
     assert (running.due, running.retry) == ([], {keys[2]: [1, 0.0]})  # a retry under way is waited for
+
+
+def test_ranges_follow_registration_order_and_are_cut_into_days():
+    from jam_assets.core.watch import contiguous_ranges
+    from jam_assets.defs.partitions import MINUTE_FILES_PER_RUN, backfill_policy
+
+    keys = [f"k{i:04d}" for i in range(10)]
+    wanted = set(keys) - {"k0004"}
+    assert contiguous_ranges(keys, wanted) == [("k0000", "k0003"), ("k0005", "k0009")]
+    assert contiguous_ranges(keys, wanted, 3) == [
+        ("k0000", "k0002"),
+        ("k0003", "k0003"),
+        ("k0005", "k0007"),
+        ("k0008", "k0009"),
+    ]
+    # A UI backfill is cut the same way: a day of minute files per run at most.
+    assert (MINUTE_FILES_PER_RUN, backfill_policy.max_partitions_per_run) == (1440, 1440)

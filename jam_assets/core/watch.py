@@ -182,8 +182,13 @@ def contiguous_groups(ordered_keys: Sequence[str], wanted: set[str]) -> list[lis
     return groups
 
 
-def contiguous_ranges(ordered_keys: Sequence[str], wanted: set[str]) -> list[tuple[str, str]]:
-    return [(g[0], g[-1]) for g in contiguous_groups(ordered_keys, wanted)]
+def contiguous_ranges(ordered_keys: Sequence[str], wanted: set[str], most: int | None = None) -> list[tuple[str, str]]:
+    """(first, last) of each run of adjacent wanted keys, cut into pieces of at most `most` keys."""
+    ranges = []
+    for group in contiguous_groups(ordered_keys, wanted):
+        step = most or len(group)
+        ranges.extend((group[i], group[min(i + step, len(group)) - 1]) for i in range(0, len(group), step))
+    return ranges
 
 
 def plan_retries(
