@@ -182,3 +182,27 @@ def test_ranges_follow_registration_order_and_are_cut_into_days():
     ]
     # A UI backfill is cut the same way: a day of minute files per run at most.
     assert (MINUTE_FILES_PER_RUN, backfill_policy.max_partitions_per_run) == (1440, 1440)
+
+
+def test_a_tick_looks_up_a_few_new_keys_one_by_one_and_loads_them_all_only_for_many():
+    from jam_assets.defs.sensors import RegisteredKeys
+
+    class Instance:
+        def __init__(self):
+            self.calls = []
+
+        def has_dynamic_partition(self, name, key):
+            self.calls.append(("has", key))
+            return key == "a"
+
+        def get_dynamic_partitions(self, name):
+            self.calls.append(("all", None))
+            return ["a", "b"]
+
+    instance = Instance()
+    registered = RegisteredKeys(instance)
+    assert ("a" in registered, "c" in registered) == (True, False)
+    assert instance.calls == [("has", "a"), ("has", "c")]
+    answers = [f"k{i}" in registered for i in range(RegisteredKeys.LOOKUPS + 10)] + ["b" in registered]
+    assert answers == [False] * (RegisteredKeys.LOOKUPS + 10) + [True]
+    assert instance.calls.count(("all", None)) == 1 and len(instance.calls) == RegisteredKeys.LOOKUPS + 1

@@ -18,7 +18,7 @@ requests them again, with exponential backoff, a bounded number of times (`plan_
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -86,7 +86,7 @@ def plan_tick(
     now: datetime,
     grace_seconds: float,
     watch_seconds: float,
-    registered: set[str],
+    registered: Container[str],
     max_new: int = 1440,
 ) -> TickPlan:
     plan = TickPlan()
@@ -149,7 +149,7 @@ def plan_from_disk(
     now: datetime,
     grace_seconds: float,
     watch_seconds: float,
-    registered: set[str],
+    registered: Container[str],
     max_new: int = 1440,
 ) -> TickPlan:
     files = scan(root, scan_since(cursor, now, watch_seconds))
