@@ -12,7 +12,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # their per-minute-file "planned" events) writes a range's events in batches (README, Operating it).
 export DAGSTER_EVENT_BATCH_SIZE ?= 1000
 
-.PHONY: setup lock run test test-fast test-upgrade lint format dev home bench bench-quick peers clean
+.PHONY: setup lock run test test-fast test-upgrade lint format dev receive home bench bench-quick peers clean
 
 # The versions CI tested: uv installs exactly what uv.lock pins (`make lock` updates it).
 $(STAMP): pyproject.toml uv.lock
@@ -60,8 +60,19 @@ format: setup
 	$(VENV)/bin/ruff check --fix jam_assets jam_assets_tests bench
 	$(VENV)/bin/ruff format jam_assets jam_assets_tests bench
 
+# `JAM_RECEIVE=1 make dev`: the receiver (`jam-etl receive`, writing into JAM_LOG_DIR) starts first, in the
+# background of the same shell, and gets SIGTERM (it drains, fsyncs and exits) when dagster dev exits.
+RECEIVE_BESIDE = $(VENV)/bin/jam-etl receive & rx=$$!; \
+	trap 'kill -TERM $$rx 2>/dev/null; wait $$rx' EXIT; trap 'exit 130' INT TERM; \
+	sleep 1; kill -0 $$rx 2>/dev/null || exit 2;
+
 dev: setup home
-	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(if $(filter 1,$(JAM_RECEIVE)),$(RECEIVE_BESIDE)) $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# The telemetry receiver alone (README, The receiver): syslog TCP 5000, HTTP 5080, WebSocket 5081 into
+# JAM_LOG_DIR (required), until Ctrl-C or SIGTERM.
+receive: setup
+	$(VENV)/bin/jam-etl receive
 
 bench: setup
 	$(PY) bench/run.py

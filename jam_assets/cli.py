@@ -3,6 +3,8 @@
 jam-etl run      register every closed minute file under JAM_LOG_DIR and materialize raw_log and
                  every table over them in one single-run backfill, then print a summary
 jam-etl sql Q    query the DuckDB warehouse (read-only)
+jam-etl receive  the telemetry receiver (syslog TCP, HTTP, WebSocket -> minute files under JAM_LOG_DIR),
+                 as `python -m jam_assets.receiver`; runs until SIGTERM or Ctrl-C
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import sys
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .core import schema
 from .core.minute_files import is_closed, scan
 from .core.watch import contiguous_ranges
-from .defs.settings import JamSettings, SettingsError, settings_from_env
+
+if TYPE_CHECKING:  # imported in main(): `jam-etl receive` needs no Dagster (a second to import, 70 MB)
+    from .defs.settings import JamSettings
 
 
 class CliError(Exception):
@@ -88,7 +93,7 @@ def _human_bytes(n: float) -> str:
 def run(settings: JamSettings, include_open: bool = False) -> int:
     from ._dagster_compat import batch_event_writes
     from .definitions import build_defs
-    from .defs.partitions import MINUTE_FILES, range_tags
+    from .defs.partitions import MINUTE_FILES, MINUTE_FILES_PER_RUN, range_tags
     from .defs.resources import resources_for
 
     configured, settings = settings, settings.process_config_and_initialize()
@@ -112,7 +117,7 @@ def run(settings: JamSettings, include_open: bool = False) -> int:
     new_keys = [k for k in keys if k not in registered]
     if new_keys:
         instance.add_dynamic_partitions(MINUTE_FILES, new_keys)  # sorted: ranges follow time
-    ranges = contiguous_ranges(instance.get_dynamic_partitions(MINUTE_FILES), set(keys))
+    ranges = contiguous_ranges(instance.get_dynamic_partitions(MINUTE_FILES), set(keys), MINUTE_FILES_PER_RUN)
 
     print(f"jam-etl run: {len(keys)} minute files under {root} ({len(new_keys)} newly registered)", flush=True)
     if open_files and not include_open:
@@ -126,9 +131,10 @@ def run(settings: JamSettings, include_open: bool = False) -> int:
             f"  run {run_id[:8]} was left running by a jam-etl process that is gone: marked failed, its pool slot freed"
         )
     results = []
-    for start, end in ranges:
+    for n, (start, end) in enumerate(ranges, 1):
         tags = {**range_tags(start, end), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
-        print(f"  materializing {start} ... {end} in one run", flush=True)
+        of = f" (run {n} of {len(ranges)})" if len(ranges) > 1 else ""
+        print(f"  materializing {start} ... {end} in one run{of}", flush=True)
         result = job.execute_in_process(
             instance=instance,
             tags=tags,
@@ -287,6 +293,25 @@ def sql(settings: JamSettings, query: str) -> int:
     return 0
 
 
+def receive() -> int:
+    """`jam-etl receive`: the receiver exactly as `python -m jam_assets.receiver` runs it (same settings,
+    same log, same exit codes), with a bad setting reported as `jam-etl: ...` (exit 2)."""
+    import asyncio
+
+    from .receiver.config import ConfigError, from_env
+    from .receiver.server import Receiver, _setup_logging
+
+    _setup_logging()
+    try:
+        config = from_env()
+        asyncio.run(Receiver(config).run())
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="jam-etl", description="JAM telemetry minute files -> tables, through Dagster."
@@ -304,7 +329,20 @@ def main(argv: list[str] | None = None) -> int:
         help="block_author (default), refine, assurance, ticket, "
         "or a count: blocks, work_reports, assurances, tickets, preimages",
     )
+    sub.add_parser(
+        "receive",
+        help="run the telemetry receiver: syslog over TCP, HTTP and WebSocket into minute files under JAM_LOG_DIR "
+        "(settings: JAM_RECEIVER_* variables, see the README)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "receive":
+        try:
+            return receive()
+        except CliError as exc:
+            print(f"jam-etl: {exc}", file=sys.stderr)
+            return 2
+    from .defs.settings import SettingsError, settings_from_env
+
     try:
         from .defs.resources import deployment_name
 

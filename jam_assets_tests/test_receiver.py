@@ -38,6 +38,8 @@ from .receiver_helpers import (
     wait_for,
 )
 
+pytestmark = pytest.mark.slow  # a receiver process per test: not in `make test-fast`
+
 KB = 1024
 
 
@@ -95,6 +97,62 @@ def test_bad_configuration_is_one_clear_message(tmp_path):
         )
 
 
+def test_jam_etl_receive_runs_the_receiver(tmp_path):
+    """`jam-etl receive` (what `make receive` and `JAM_RECEIVE=1 make dev` start) is the receiver: the same
+    settings, a line POSTed lands in the minute file of its UTC minute of receipt, SIGTERM exits 0."""
+    logs, ready = tmp_path / "logs", tmp_path / "ready.json"
+    stderr_path = tmp_path / "receive.log"
+    with stderr_path.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jam_assets.cli", "receive"],
+            cwd=PROJECT,
+            env=receiver_env(logs, ready),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: ready.exists() or proc.poll() is not None, timeout=30, what="jam-etl receive to listen")
+        assert proc.poll() is None, stderr_path.read_text()
+        ports = json.loads(ready.read_text())
+        assert ports["pid"] == proc.pid and {"syslog", "http", "ws"} <= set(ports)
+        before = time.strftime("%Y/%m/%d/%H%M", time.gmtime())
+        conn = http.client.HTTPConnection(LOOPBACK, ports["http"], timeout=30)
+        conn.request("POST", "/v1/telemetry", body=sample_line("128") + b"\n")
+        assert json.loads(conn.getresponse().read()) == {"stored": 1, "refused": 0}
+        conn.close()
+        after = time.strftime("%Y/%m/%d/%H%M", time.gmtime())
+        files = minute_files(logs)
+        (key,) = files
+        assert key in (before, after) and files[key] == sample_line("128") + b"\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "minute files fsynced and closed" in stderr_path.read_text()
+
+
+def test_jam_etl_receive_bad_configuration_is_one_line(tmp_path):
+    base = receiver_env(tmp_path / "logs", tmp_path / "ready")
+    jam_etl = os.path.join(os.path.dirname(sys.executable), "jam-etl")  # the console script `make receive` runs
+    for env, message in [
+        (
+            {k: v for k, v in base.items() if k != "JAM_LOG_DIR"},
+            "JAM_LOG_DIR is not set: set it to the folder the receiver writes minute files to "
+            "(the pipeline reads the same folder), e.g. JAM_LOG_DIR=/var/log/jam",
+        ),
+        (
+            {**base, "JAM_RECEIVER_HTTP_PORT": "80800"},
+            "JAM_RECEIVER_HTTP_PORT='80800': expected a TCP port (0-65535) or 'off'",
+        ),
+    ]:
+        proc = subprocess.run([jam_etl, "receive"], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=30)
+        assert (proc.returncode, proc.stderr, proc.stdout) == (2, f"jam-etl: {message}\n", "")
+    assert not (tmp_path / "logs").exists()
+
+
 def test_every_listener_stores_lines_and_metrics_count_them(tmp_path):
     lines = [sample_line(t) for t in ("128", "13", "255", "142")]
     with running_receiver(tmp_path / "logs") as rx:
@@ -147,6 +205,27 @@ def test_every_listener_stores_lines_and_metrics_count_them(tmp_path):
         assert rx.request("GET", "/v1/telemetry")[0] == 405
 
 
+def test_http_and_websocket_line_rules(tmp_path):
+    """What the README promises for HTTP bodies and WebSocket messages, byte for byte."""
+    with running_receiver(tmp_path / "logs") as rx:
+        # HTTP: one line per LF; CRLF works; empty lines, NUL and invalid UTF-8 are stored as they are
+        # (the pipeline turns them into rejected_lines); a last line without LF ends with the body.
+        body = b'{"a":1}\r\n\n\xff\xfe not UTF-8\nNUL\x00inside\nlast, no LF'
+        assert rx.post(body) == {"stored": 5, "refused": 0}
+        assert minute_lines(rx.log_dir) == [b'{"a":1}', b"", b"\xff\xfe not UTF-8", b"NUL\x00inside", b"last, no LF"]
+        # WebSocket: a message is one line with its trailing LFs and NULs stripped; a LF inside is written
+        # as it is (so the file gets two lines); an empty message is an empty line.
+        before = len(minute_lines(rx.log_dir))
+        with ws_connect(ws_url(rx)) as ws:
+            for message in (b"ends in LF\n\n", b"two\nlines", b"", b"nul\x00"):
+                ws.send(message)
+            assert read_count(ws, 4) == {"stored": 4, "refused": 0}
+        assert minute_lines(rx.log_dir)[before:] == [b"ends in LF", b"two", b"lines", b"", b"nul"]
+        # /metrics and /healthz answer on the WebSocket port too
+        status, text = rx.request("GET", "/metrics", listener="ws")
+        assert status == 200 and b'jam_receiver_lines_total{listener="ws"} 4' in text
+
+
 def test_too_large_is_refused_whole_and_long_lines_spool(tmp_path):
     limit = 100 * KB
     fits, over = b"f" * (limit - 100), b"o" * (limit + 1)
@@ -184,6 +263,10 @@ def test_connection_limit_idle_timeout_and_slow_senders(tmp_path):
         wait_for(lambda: rx.metrics()['jam_receiver_open_connections{listener="syslog"}'] == 3, what="3 open")
         extra = socket.create_connection((LOOPBACK, rx.ports["syslog"]))
         assert extra.recv(1) == b""  # closed at once
+        # ... but an operator can still look at a full receiver: /healthz and /metrics answer, telemetry is 503
+        assert rx.request("GET", "/healthz")[0] == 200
+        status, reply = rx.request("POST", "/v1/telemetry", b"refused\n")
+        assert status == 503 and "too many connections" in json.loads(reply)["error"]
         with pytest.raises(InvalidStatus) as refused:
             ws_connect(ws_url(rx), open_timeout=5).close()
         assert refused.value.response.status_code == 503
@@ -511,3 +594,109 @@ def test_started_beside_dagster_the_helper_way(tmp_path):
         assert set(rx.ports) == {"syslog", "http", "ws"}
         assert rx.post([sample_line("128")])["stored"] == 1
     assert minute_lines(rx.log_dir) == [sample_line("128")]
+
+
+DAGSTER_DEV = ".venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000"
+
+
+def _make(*args: str, env: dict, **kwargs):
+    return subprocess.Popen(["make", "-s", *args], cwd=PROJECT, env=env, start_new_session=True, **kwargs)
+
+
+def test_make_receive_and_jam_receive_make_dev(tmp_path):
+    """`make receive` runs `jam-etl receive`; `JAM_RECEIVE=1 make dev` starts it before dagster dev and
+    stops there, with the receiver's one-line message, when the receiver cannot start."""
+    logs, ready = tmp_path / "logs", tmp_path / "ready.json"
+    env = {**receiver_env(logs, ready), "DAGSTER_HOME": str(tmp_path / "home")}
+    env.pop("JAM_RECEIVE", None)
+    make = _make("receive", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: ready.exists() or make.poll() is not None, timeout=60, what="make receive")
+        info = json.loads(ready.read_text())
+        conn = http.client.HTTPConnection(LOOPBACK, info["http"], timeout=30)
+        conn.request("POST", "/v1/telemetry", body=b"via make receive\n")
+        assert json.loads(conn.getresponse().read()) == {"stored": 1, "refused": 0}
+        conn.close()
+        os.kill(info["pid"], signal.SIGTERM)
+        assert make.wait(30) == 0
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGKILL)
+            make.wait()
+    assert minute_lines(logs) == [b"via make receive"]
+
+    # Without JAM_RECEIVE the dev recipe is dagster dev alone; with it, the receiver comes first.
+    plain = subprocess.run(["make", "-n", "dev"], cwd=PROJECT, env=env, capture_output=True, text=True, check=True)
+    assert plain.stdout.splitlines()[-1] == DAGSTER_DEV
+    with_rx = subprocess.run(
+        ["make", "-n", "dev"], cwd=PROJECT, env={**env, "JAM_RECEIVE": "1"}, capture_output=True, text=True, check=True
+    )
+    last = with_rx.stdout.splitlines()[-1]
+    assert last.startswith(".venv/bin/jam-etl receive & ") and "trap " in last
+    assert last.endswith(plain.stdout.splitlines()[-1])
+
+    bad = {**env, "JAM_RECEIVE": "1", "JAM_RECEIVER_SYSLOG_PORT": "five"}
+    dev = _make("dev", env=bad, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = dev.communicate(timeout=120)
+    assert dev.returncode == 2
+    assert "jam-etl: JAM_RECEIVER_SYSLOG_PORT='five': expected a TCP port (0-65535) or 'off'\n" in err.decode()
+    assert b"Launching Dagster services" not in out + err  # dagster dev never started
+
+
+@pytest.mark.parametrize("ending", ["dagster dev exits", "Ctrl-C"])
+def test_jam_receive_dev_recipe_stops_the_receiver_with_dagster_dev(tmp_path, ending):
+    """The shell line `JAM_RECEIVE=1 make dev` runs, with a stand-in for dagster dev (whose port 3000 is
+    fixed): the receiver serves while it runs and is stopped cleanly (drained, fsynced) when it ends."""
+    logs, ready = tmp_path / "logs", tmp_path / "ready.json"
+    env = {**receiver_env(logs, ready), "DAGSTER_HOME": str(tmp_path / "home"), "JAM_RECEIVE": "1"}
+    recipe = subprocess.run(["make", "-n", "dev"], cwd=PROJECT, env=env, capture_output=True, text=True, check=True)
+    line = recipe.stdout.splitlines()[-1]
+    assert line.endswith(DAGSTER_DEV)
+    stand_in = "sleep 3; exit 7" if ending == "dagster dev exits" else "sleep 60"
+    log = tmp_path / "dev.log"
+    with log.open("wb") as out:
+        shell = subprocess.Popen(
+            ["/bin/sh", "-c", line.replace(DAGSTER_DEV, stand_in)],
+            cwd=PROJECT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+        )
+    try:
+        wait_for(lambda: ready.exists(), timeout=30, what="the receiver")
+        info = json.loads(ready.read_text())
+        conn = http.client.HTTPConnection(LOOPBACK, info["http"], timeout=30)
+        conn.request("POST", "/v1/telemetry", body=b"beside dagster dev\n")
+        assert json.loads(conn.getresponse().read()) == {"stored": 1, "refused": 0}
+        conn.close()
+        if ending == "Ctrl-C":
+            os.killpg(shell.pid, signal.SIGINT)  # the terminal sends it to the whole foreground group
+        assert shell.wait(30) == (7 if ending == "dagster dev exits" else 130)
+    finally:
+        if shell.poll() is None:
+            os.killpg(shell.pid, signal.SIGKILL)
+            shell.wait()
+    with pytest.raises(ProcessLookupError):
+        os.kill(info["pid"], 0)
+    assert "minute files fsynced and closed" in log.read_text()
+    assert minute_lines(logs) == [b"beside dagster dev"]
+
+
+def test_readme_lists_every_setting_with_its_default():
+    """The README's settings table of the receiver is config.SETTINGS (names, defaults)."""
+    from jam_assets.receiver.config import SETTINGS
+
+    readme = (PROJECT / "README.md").read_text()
+    section = readme.split("## The receiver", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0].startswith("`JAM_"):
+            rows[cells[0].strip("`")] = cells[1]
+    for name, (default, _meaning) in SETTINGS.items():
+        assert name in rows, f"{name} is missing from the README's receiver settings"
+        if default:
+            assert f"`{default}`" in rows[name], (name, default, rows[name])
+    assert "JAM_RECEIVER_LOG_LEVEL" in rows

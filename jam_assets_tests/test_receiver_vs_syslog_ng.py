@@ -30,9 +30,13 @@ from .helpers import sample_line
 from .receiver_helpers import LOOPBACK, minute_files, octet_frame, running_receiver, send_syslog
 from .syslog_ng import syslog_ng_binary, syslog_ng_server
 
-pytestmark = pytest.mark.skipif(
-    syslog_ng_binary() is None, reason="syslog-ng is not installed (make test installs it: scripts/ensure-syslog-ng)"
-)
+pytestmark = [
+    pytest.mark.slow,  # a syslog-ng and a receiver process: not in `make test-fast`
+    pytest.mark.skipif(
+        syslog_ng_binary() is None,
+        reason="syslog-ng is not installed (make test installs it: scripts/ensure-syslog-ng)",
+    ),
+]
 
 MB = 1024 * 1024
 HOST = socket.gethostname()
