@@ -7,10 +7,17 @@ UV_VERSION := 0.13.9
 # Two workers: the suite waits on servers and subprocesses as much as it computes. A test module
 # runs on one worker (--dist loadfile), so its module-wide server or Dagster instance is made once.
 PYTEST_WORKERS ?= 2
+DEV_PORT ?= 3000
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # Every Dagster process make starts (the daemon and webserver of `make dev` create runs, and store
 # their per-minute-file "planned" events) writes a range's events in batches (README, Operating it).
 export DAGSTER_EVENT_BATCH_SIZE ?= 1000
+# Paths as every process make starts sees them, whatever its working folder (`make dev` runs in the
+# Dagster home: the project's dagster.yaml, which the home's is made from, is not a second instance).
+export JAM_EXPORT_DIR ?= $(CURDIR)/dune_exports
+ifdef JAM_LOG_DIR
+export JAM_LOG_DIR := $(abspath $(JAM_LOG_DIR))
+endif
 
 .PHONY: setup lock run test test-fast test-upgrade lint format dev receive home bench bench-quick peers clean
 
@@ -66,8 +73,10 @@ RECEIVE_BESIDE = $(VENV)/bin/jam-etl receive & rx=$$!; \
 	trap 'kill -TERM $$rx 2>/dev/null; wait $$rx' EXIT; trap 'exit 130' INT TERM; \
 	sleep 1; kill -0 $$rx 2>/dev/null || exit 2;
 
+# Started in the Dagster home, where dagster dev finds no other dagster.yaml to warn about.
 dev: setup home
-	$(if $(filter 1,$(JAM_RECEIVE)),$(RECEIVE_BESIDE)) $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(if $(filter 1,$(JAM_RECEIVE)),$(RECEIVE_BESIDE)) cd "$(DAGSTER_HOME)" && \
+	"$(CURDIR)/$(VENV)/bin/dagster" dev -w "$(CURDIR)/workspace.yaml" -h 127.0.0.1 -p $(DEV_PORT)
 
 # The telemetry receiver alone (README, The receiver): syslog TCP 5000, HTTP 5080, WebSocket 5081 into
 # JAM_LOG_DIR (required), until Ctrl-C or SIGTERM.

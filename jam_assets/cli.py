@@ -268,6 +268,8 @@ def leaderboard(settings: JamSettings, day: str | None, metric: str) -> int:
 
     if metric not in METRICS:
         raise CliError(f"--metric {metric!r} is not one of: {', '.join(METRICS)}")
+    if day is not None and not (len(day) == 10 and day[4] == day[7] == "-" and day.replace("-", "").isdigit()):
+        raise CliError(f"--day {day!r} is not a day written YYYY-MM-DD")
     base = settings.export_root / "leaderboard"
     exported = sorted(str(p.relative_to(base))[: -len(".jsonl")].replace("/", "-") for p in base.glob("*/*/*.jsonl"))
     if not exported:
@@ -275,7 +277,10 @@ def leaderboard(settings: JamSettings, day: str | None, metric: str) -> int:
     day = day or exported[-1]
     if day not in exported:
         raise CliError(f"no leaderboard for {day}; days exported: {exported[0]} ... {exported[-1]}")
-    print(format_table(read_recent(settings, "leaderboard", day, 1), metric))
+    try:
+        print(format_table(read_recent(settings, "leaderboard", day, 1), metric), flush=True)
+    except BrokenPipeError:  # `| head`: the reader is gone; say nothing more, at exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

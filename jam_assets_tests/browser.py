@@ -398,6 +398,29 @@ def asset_page_metadata(page: Page) -> dict[str, str]:
     return {c.nth(0).inner_text().strip(): c.nth(2).inner_text().strip() for c in cells}
 
 
+def metadata_value(page: Page, key: str) -> Locator:
+    """The value cell of entry `key` in the metadata table of the open asset overview."""
+    return metadata_table(page).locator(f"xpath=./tbody/tr[td[1][normalize-space(.)='{key}']]/td[3]")
+
+
+def show_markdown(page: Page, key: str) -> Locator:
+    """The rendered Markdown of metadata entry `key` (MetadataValue.md) on the open asset overview, once
+    it shows. The UI renders a value under 1,000 characters in its cell, and a longer one only in a
+    dialog that its "[Show Markdown]" button opens (this opens it); either way its renderer is loaded
+    after the page, so the cell is empty for a moment."""
+    cell = metadata_value(page, key)
+    expect(cell).to_be_visible()
+    more = cell.get_by_text("[Show Markdown]", exact=True)
+    if more.count() == 0:
+        box = cell
+    else:
+        more.click()
+        box = page.get_by_role("dialog").filter(has_text=key)
+    rendered = box.locator(".dagster-markdown")
+    expect(rendered.locator(":scope > *").first).to_be_attached()  # a paragraph, a table...
+    return rendered
+
+
 def asset_row_count(page: Page) -> int:
     """The "Row count" of the open asset overview's Status: `dagster/row_count` of the latest
     materialization (the overview's metadata table leaves that key out, and dagster/column_schema)."""

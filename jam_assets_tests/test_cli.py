@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -47,7 +48,11 @@ def test_run_processes_another_log_tree_and_prints_the_summary(tmp_path, monkeyp
     assert f"jam-etl run: 4 minute files under {logs} (4 newly registered)" in out
     assert "materializing 2025/04/23/0600 ... 2025/04/23/0700 in one run" in out
     assert "Summary: 4 files, " in out and ", 1 rejected lines" in out
-    # A range run records only failing minute files per check; here none fails.
+    # The hints name a command that works as this one was called (`jam-etl` is not on PATH here).
+    again = f"{Path(sys.executable).name} -m jam_assets.cli"
+    assert f'(try: {again} sql "SELECT team, count(*) FROM blocks GROUP BY 1")' in out
+    assert f"(try: {again} leaderboard --metric block_author)" in out
+    # Every check on each minute file of the range; here none fails.
     checks = re.findall(r"^  (pass|warn|FAIL) +(\S+): (.*)$", out, re.M)
     assert len(checks) == 36 and set(checks) == {
         ("pass", name, "passed in all 4 minute files") for _, name, _ in checks

@@ -61,11 +61,19 @@ def test_the_command_succeeds_and_creates_nothing(checkout, command):
             assert name in done.stdout
 
 
-@pytest.mark.parametrize("command", [["dg", "dev"], ["dagster", "dev"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["dg", "dev", "-h", "127.0.0.1", "-p", "{port}"],
+        ["dagster", "dev", "-h", "127.0.0.1", "-p", "{port}"],
+        # The README's `make dev`: in its Dagster home, so dagster dev sees no second dagster.yaml.
+        ["make", "--no-print-directory", "dev", "DEV_PORT={port}"],
+    ],
+)
 def test_the_dev_server_serves_the_code_location(checkout, command):
     port = free_port()
     proc = subprocess.Popen(
-        [*command, "-h", "127.0.0.1", "-p", str(port)],
+        [part.format(port=port) for part in command],
         cwd=checkout,
         env=bare_env(),
         stdout=subprocess.PIPE,
@@ -99,7 +107,8 @@ def test_the_dev_server_serves_the_code_location(checkout, command):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(30)
+            output = proc.communicate(timeout=30)[0].decode()
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+            output = proc.communicate(timeout=10)[0].decode()
+    assert "will not be used" not in output, output

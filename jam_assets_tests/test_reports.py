@@ -1,7 +1,10 @@
 """The leaderboard and quality report as assets: written like the tables (DuckDB, one export per day,
 the page), replaced on re-materialization, brought up to date by the sensor after minute runs."""
 
+import base64
 import json
+import re
+import xml.etree.ElementTree as ET
 
 import dagster as dg
 import duckdb
@@ -11,7 +14,7 @@ import pytest
 from jam_assets.definitions import build_defs
 from jam_assets.defs import reports
 from jam_assets.defs.assets import minute_file_tables
-from jam_assets.defs.partitions import minute_files
+from jam_assets.defs.partitions import minute_files, range_tags
 from jam_assets.defs.reports import daily_reports, daily_reports_sensor, days
 
 from .helpers import read_jsonl, sample_json, write_minute
@@ -26,7 +29,7 @@ def blocks(key: str, team: str, elapsed: list[int]) -> list[bytes]:
     lines = []
     for i, e in enumerate(elapsed):
         line = sample_json("128")
-        line["time"] = f"2025-04-23T{key[11:13]}:{key[13:15]}:{i:02d}.5Z"
+        line["time"] = f"{key[:10].replace('/', '-')}T{key[11:13]}:{key[13:15]}:{i:02d}.5Z"
         line["metadata"] = f"team={team}|codec_len=304"
         line["elapsed"] = e
         lines.append(orjson.dumps(line))
@@ -94,6 +97,38 @@ def test_a_day_is_written_like_every_table_and_replaced(settings, resources):
         assert again["FAST", "block_author"]["p90_us"] == 70_000
         with duckdb.connect(str(settings.duckdb_path), read_only=True) as conn:
             assert conn.execute("SELECT count(*) FROM leaderboard").fetchone()[0] == len(again)
+
+
+def chart_points(chart_md: str) -> list[set[str]]:
+    """The points of each chart in the `medians` Markdown (data: URIs of SVG), as their tooltips."""
+    charts = re.findall(r"\(data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)", chart_md)
+    svg = "{http://www.w3.org/2000/svg}"
+    return [
+        {c.findtext(f"{svg}title") or "" for c in ET.fromstring(base64.b64decode(data)).iter(f"{svg}circle")}
+        for data in charts
+    ]
+
+
+def test_a_backfill_of_days_charts_every_day_it_computed(settings, resources):
+    """Several days in one run (a backfill, `jam-etl run`): the UI's chart has each of them, though their
+    exports are written only after the step."""
+    keys = ["2025/04/23/0600", "2025/04/24/0600"]
+    write_minute(settings.log_root, keys[0], blocks(keys[0], "FAST", [50_000] * 3))
+    write_minute(settings.log_root, keys[1], blocks(keys[1], "FAST", [60_000] * 3))
+    with dg.instance_for_test() as instance:
+        materialize_minutes(instance, resources, keys)
+        instance.add_dynamic_partitions(days.name, ["2025-04-23", "2025-04-24"])
+        job = build_defs(resources).resolve_job_def("daily_reports_job")
+        result = job.execute_in_process(instance=instance, tags=range_tags("2025-04-23", "2025-04-24"))
+        assert result.success
+        meta = [
+            e.materialization.metadata
+            for e in result.get_asset_materialization_events()
+            if e.asset_key.path[-1] == "leaderboard"
+        ][-1]
+        assert meta["leaderboard"].value.startswith("Day 2025-04-24\n")
+        block_author = chart_points(meta["medians"].value)[0]
+        assert block_author == {"FAST 2025-04-23: median 50,000 µs", "FAST 2025-04-24: median 60,000 µs"}
 
 
 def test_the_sensor_follows_minute_runs_of_a_day_at_most_every_five_minutes(settings, resources, monkeypatch):

@@ -1,17 +1,22 @@
 """Screenshots of the Dagster UI as an operator sees it, with the time each page took to show its content.
 
-    .venv/bin/python scripts/ui_screenshots.py [--out DIR] [--url URL] [--minutes N]
+    .venv/bin/python scripts/ui_screenshots.py [--out DIR] [--url URL] [--minutes N] [--min-values N]
 
 Without --url it sets up its own instance as the UI tests do (jam_assets_tests/browser.py): the
 bundled sample logs (or N generated minutes) processed by `jam-etl run` in a temporary Dagster home,
-served by `dagster dev` on a free port. With --url it visits a running UI instead (`make dev`:
-http://127.0.0.1:3000), which must have raw_log and blocks materialized. Nothing is launched.
-Needs Debian's Chromium (scripts/ensure-chromium) and the playwright package.
+teams ranked on the leaderboard from --min-values values a day (the samples have fewer than the
+default 10), served by `dagster dev` on a free port. With --url it visits a running UI instead
+(`make dev`: http://127.0.0.1:3000), which must have raw_log, blocks and the leaderboard
+materialized. Nothing is launched. The leaderboard's pictures show its Markdown table and its chart
+(the "[Show Markdown]" dialog) as the UI renders them.
+Needs Debian's Chromium (scripts/ensure-chromium) and the playwright package. The leaderboard's web
+page has scripts/leaderboard_screenshots.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -32,7 +37,9 @@ from jam_assets_tests.browser import (  # noqa: E402
     button,
     check_view,
     chromium,
+    metadata_value,
     new_page,
+    show_markdown,
     time_to_content,
     ui_instance,
     warm_up,
@@ -62,6 +69,18 @@ def _show_plots(page: Page) -> None:
     expect(page.get_by_text("dagster/row_count", exact=True).first).to_be_visible()
 
 
+def _show_leaderboard_table(page: Page) -> None:
+    """The leaderboard's Markdown table, rendered in its metadata row (or its dialog, when long)."""
+    metadata_value(page, "leaderboard").scroll_into_view_if_needed()
+    show_markdown(page, "leaderboard").scroll_into_view_if_needed()
+
+
+def _show_leaderboard_chart(page: Page) -> None:
+    """The medians chart: the "[Show Markdown]" dialog of `medians`, its SVG images decoded."""
+    charts = show_markdown(page, "medians")
+    charts.evaluate("async box => { await Promise.all([...box.querySelectorAll('img')].map(i => i.decode())); }")
+
+
 # (file name, view, what to do once it shows: a click whose result is pictured and timed too)
 SHOTS: list[tuple[str, View, Callable[[Page], None] | None]] = [
     ("01-catalog", CATALOG, None),
@@ -75,6 +94,8 @@ SHOTS: list[tuple[str, View, Callable[[Page], None] | None]] = [
     ("09-blocks-plots", asset_view("blocks"), _show_plots),
     ("10-blocks-checks", check_view("blocks", "time_in_window"), None),
     ("11-sensor", SENSOR, None),
+    ("12-leaderboard-table", asset_view("leaderboard"), _show_leaderboard_table),
+    ("13-leaderboard-chart", asset_view("leaderboard"), _show_leaderboard_chart),
 ]
 
 
@@ -102,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("ui_screenshots"), help="folder for the PNGs (%(default)s)")
     parser.add_argument("--url", help="a running Dagster UI to visit instead of a fresh instance")
     parser.add_argument("--minutes", type=int, default=0, help="generated minutes instead of the bundled samples")
+    parser.add_argument(
+        "--min-values", default="2", help="JAM_LEADERBOARD_MIN_VALUES of the instance it sets up (%(default)s)"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
@@ -109,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         if url is None:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jam-ui-shots-")))
             print("setting up an instance (jam-etl run, then dagster dev)...", flush=True)
+            os.environ["JAM_LEADERBOARD_MIN_VALUES"] = args.min_values
             url = stack.enter_context(ui_instance(root, args.minutes)).url
         browser = stack.enter_context(chromium())
         take(new_page(browser, url, VIEWPORT), args.out)

@@ -107,9 +107,16 @@ def daily_reports(context: dg.AssetExecutionContext, settings: JamSettings, ware
     )
     newest = day_keys[-1]
     recent = [r for r in board if r["day"] == newest]
-    history = [r for r in read_recent(settings, "leaderboard", newest) if r["day"] != newest] + recent
-    leaderboard_md = "\n\n".join(f"**{m}**\n\n{page.markdown_table(recent, m)}" for m in TIMED_METRICS)
-    charts_md = "\n\n".join(page.chart_markdown(history, m) for m in TIMED_METRICS)
+    # The chart's days: every day this run computed (their exports are written after this step, so
+    # they cannot be read back yet: a backfill's first materialization would chart its newest day
+    # only), and the exported days before them, PAGE_DAYS in all.
+    oldest = (date.fromisoformat(newest) - timedelta(days=PAGE_DAYS - 1)).isoformat()
+    history = [r for r in read_recent(settings, "leaderboard", newest) if r["day"] not in by_day] + [
+        r for r in board if r["day"] >= oldest
+    ]
+    # (markdown_table heads each table with its metric; the charts need theirs.)
+    leaderboard_md = "\n\n".join(page.markdown_table(recent, m) for m in TIMED_METRICS)
+    charts_md = "\n\n".join(f"**{m}**\n\n{page.chart_markdown(history, m)}" for m in TIMED_METRICS)
     yield dg.Output(
         by_day,
         "leaderboard",

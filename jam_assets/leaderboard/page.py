@@ -311,7 +311,8 @@ def _metric_table(metric: str, rows: list[Mapping[str, Any]]) -> str:
             elif numeric:
                 cells.append(f'<td class="num" data-value="{"" if value is None else value}">{_int(value)}</td>')
             else:
-                cells.append(f"<td>{_text(value)}</td>")
+                wrap = ' class="nowrap"' if key == "day" else ""  # 2025-04-24 on one line
+                cells.append(f"<td{wrap}>{_text(value)}</td>")
         flagged = ' class="flagged"' if r["flag"] else ""
         body.append(f'<tr data-day="{_text(r["day"])}"{flagged}>{"".join(cells)}</tr>')
     # Shown when no row is: none at all, or none of the chosen day (the script shows or hides it).
