@@ -75,8 +75,7 @@ RECEIVE_BESIDE = $(VENV)/bin/jam-etl receive & rx=$$!; \
 
 # Started in the Dagster home, where dagster dev finds no other dagster.yaml to warn about.
 dev: setup home
-	$(if $(filter 1,$(JAM_RECEIVE)),$(RECEIVE_BESIDE)) cd "$(DAGSTER_HOME)" && \
-	"$(CURDIR)/$(VENV)/bin/dagster" dev -w "$(CURDIR)/workspace.yaml" -h 127.0.0.1 -p $(DEV_PORT)
+	$(if $(filter 1,$(JAM_RECEIVE)),$(RECEIVE_BESIDE)) cd "$(DAGSTER_HOME)" && "$(CURDIR)/$(VENV)/bin/dagster" dev -w "$(CURDIR)/workspace.yaml" -h 127.0.0.1 -p $(DEV_PORT)
 
 # The telemetry receiver alone (README, The receiver): syslog TCP 5000, HTTP 5080, WebSocket 5081 into
 # JAM_LOG_DIR (required), until Ctrl-C or SIGTERM.

@@ -596,7 +596,7 @@ def test_started_beside_dagster_the_helper_way(tmp_path):
     assert minute_lines(rx.log_dir) == [sample_line("128")]
 
 
-DAGSTER_DEV = ".venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000"
+DAGSTER_DEV = f'"{PROJECT}/.venv/bin/dagster" dev -w "{PROJECT}/workspace.yaml" -h 127.0.0.1 -p 3000'
 
 
 def _make(*args: str, env: dict, **kwargs):
@@ -627,7 +627,7 @@ def test_make_receive_and_jam_receive_make_dev(tmp_path):
 
     # Without JAM_RECEIVE the dev recipe is dagster dev alone; with it, the receiver comes first.
     plain = subprocess.run(["make", "-n", "dev"], cwd=PROJECT, env=env, capture_output=True, text=True, check=True)
-    assert plain.stdout.splitlines()[-1] == DAGSTER_DEV
+    assert plain.stdout.splitlines()[-1] == f'cd "{env["DAGSTER_HOME"]}" && {DAGSTER_DEV}'
     with_rx = subprocess.run(
         ["make", "-n", "dev"], cwd=PROJECT, env={**env, "JAM_RECEIVE": "1"}, capture_output=True, text=True, check=True
     )
@@ -649,6 +649,7 @@ def test_jam_receive_dev_recipe_stops_the_receiver_with_dagster_dev(tmp_path, en
     fixed): the receiver serves while it runs and is stopped cleanly (drained, fsynced) when it ends."""
     logs, ready = tmp_path / "logs", tmp_path / "ready.json"
     env = {**receiver_env(logs, ready), "DAGSTER_HOME": str(tmp_path / "home"), "JAM_RECEIVE": "1"}
+    (tmp_path / "home").mkdir()  # `make dev` prepares it first
     recipe = subprocess.run(["make", "-n", "dev"], cwd=PROJECT, env=env, capture_output=True, text=True, check=True)
     line = recipe.stdout.splitlines()[-1]
     assert line.endswith(DAGSTER_DEV)

@@ -115,17 +115,21 @@ class Receiver:
         Returns the number stored; raises WriteFailed with `.stored` set if the disk refused some.
         Spools are closed either way.
         """
+        failed: WriteFailed | None = None
         try:
             stored = self.files.append(moment, bodies)
         except WriteFailed as exc:
             self._count_stored(listener, bodies[: exc.stored])
             self.metrics.refuse(listener, "disk_full" if exc.disk_full else "write_error", len(bodies) - exc.stored)
-            self._write_failure = (str(exc), _free_bytes(self.config.log_dir))
+            failed = exc
             raise
         finally:
             for m in messages:
                 if isinstance(m, SpooledMessage):
                     m.close()
+            if failed is not None:
+                # The free space once the refused message's spool is gone: health waits for more.
+                self._write_failure = (str(failed), _free_bytes(self.config.log_dir))
         self._count_stored(listener, bodies)
         self._write_failure = None
         return stored
