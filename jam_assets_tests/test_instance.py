@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: n
 
 def test_the_instance_make_creates_limits_the_warehouse_pool_to_one(tmp_path):
     home = tmp_path / "home"
-    subprocess.run(["make", "-s", "home", f"DAGSTER_HOME={home}"], cwd=PROJECT, check=True)
+    subprocess.run(["make", "-s", "--no-print-directory", "home", f"DAGSTER_HOME={home}"], cwd=PROJECT, check=True)
     with instance_at(home) as instance:
         pools = instance.get_concurrency_config().pool_config
         assert (pools.default_pool_limit, pools.pool_granularity.value) == (1, "op")
