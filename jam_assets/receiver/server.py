@@ -84,7 +84,7 @@ class Receiver:
         self._servers: list = []
         self._stop = asyncio.Event()
         self._lock_fd: int | None = None
-        # The last write the disk refused, and the free space then: unhealthy until space returns.
+        # The last write the disk refused, and the bytes it needed: unhealthy until they would fit.
         self._write_failure: tuple[str, int] | None = None
 
     # -- admission and storage, used by every listener -------------------------------------------
@@ -128,8 +128,10 @@ class Receiver:
                 if isinstance(m, SpooledMessage):
                     m.close()
             if failed is not None:
-                # The free space once the refused message's spool is gone: health waits for more.
-                self._write_failure = (str(failed), _free_bytes(self.config.log_dir))
+                # Healthy again once the refused write would fit (not merely once a spool is gone).
+                refused = bodies[failed.stored :]
+                needed = sum(len(b) if isinstance(b, bytes) else b.length for b in refused) + len(refused)
+                self._write_failure = (str(failed), needed)
         self._count_stored(listener, bodies)
         self._write_failure = None
         return stored
@@ -146,7 +148,7 @@ class Receiver:
         free = _free_bytes(self.config.log_dir)
         if free < 0:
             return 503, {"status": "log dir unusable", "log_dir": str(self.config.log_dir)}
-        if free == 0 or (self._write_failure is not None and free <= self._write_failure[1]):
+        if free == 0 or (self._write_failure is not None and free < self._write_failure[1]):
             error = self._write_failure[0] if self._write_failure else "no space left"
             return 503, {"status": "disk full", "error": error, "log_dir": str(self.config.log_dir)}
         return 200, {"status": "ok", "current_file": self.files.current_key or None}
