@@ -48,7 +48,7 @@ def outputs(exports):
 def test_sigkill_mid_write_then_rerun(tmp_path):
     log = tmp_path / "logs" / f"{KEY}.log"
     # A big minute file, so the run is still writing when it is killed.
-    Generator(TINY, seed=2).write_file_of_size(log, 60 * 1024 * 1024, datetime(2025, 4, 23, 6, 0, tzinfo=UTC))
+    Generator(TINY, seed=2).write_file_of_size(log, 24 * 1024 * 1024, datetime(2025, 4, 23, 6, 0, tzinfo=UTC))
 
     clean = start(tmp_path, tmp_path / "clean")
     assert clean.wait(300) == 0, clean.stdout.read().decode()
