@@ -130,7 +130,8 @@ def run(settings: JamSettings, include_open: bool = False) -> int:
         print(
             f"  run {run_id[:8]} was left running by a jam-etl process that is gone: marked failed, its pool slot freed"
         )
-    results = []
+    tally = Tally()
+    succeeded = True
     for n, (start, end) in enumerate(ranges, 1):
         tags = {**range_tags(start, end), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
         of = f" (run {n} of {len(ranges)})" if len(ranges) > 1 else ""
@@ -141,12 +142,14 @@ def run(settings: JamSettings, include_open: bool = False) -> int:
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
-        results.append(result)
+        tally.add(result)
+        succeeded = succeeded and result.success
+        del result  # its events are counted; a day's are hundreds of MB
     reports = daily_reports(instance, defs, sorted({k[:10].replace("/", "-") for k in keys}))
-    print_summary(results, settings, home)
+    print_summary(tally, settings, home)
     if reports is not None:
         print_reports(reports, settings)
-    return 0 if all(r.success for r in results) and (reports is None or reports.success) else 1
+    return 0 if succeeded and (reports is None or reports.success) else 1
 
 
 def daily_reports(instance, defs, day_keys: list[str]):
@@ -181,66 +184,86 @@ def print_reports(result, settings: JamSettings) -> None:
     print(f"  (try: {self_command()} leaderboard --metric block_author)")
 
 
-def print_summary(results, settings: JamSettings, home: Path) -> None:
-    lines = bytes_ = rejected = files = 0
-    rows: dict[str, int] = defaultdict(int)
-    for result in results:
+class Tally:
+    """What the runs of a `jam-etl run` did, added up run by run, so that a run's result (every event
+    it logged, hundreds of MB for a day of minute files) is dropped once it is counted."""
+
+    def __init__(self) -> None:
+        self.files = self.lines = self.bytes = self.rejected = 0
+        self.rows: dict[str, int] = defaultdict(int)
+        # check -> [minute files evaluated, failing evaluations (the worst kept), one passing description]
+        self.checks: dict[str, list] = {}
+        self.run_ids: list[str] = []
+        self.failures: list[str] = []
+
+    def add(self, result) -> None:
+        self.run_ids.append(result.run_id)
         for event in result.get_asset_materialization_events():
             mat = event.materialization
             name = mat.asset_key.path[-1]
             meta = {k: v.value for k, v in mat.metadata.items()}
             if name == schema.RAW_LOG:
-                files += 1
-                lines += meta.get("lines", 0)
-                bytes_ += meta.get("bytes", 0)
-                rejected += meta.get("rejected_lines", 0)
+                self.files += 1
+                self.lines += meta.get("lines", 0)
+                self.bytes += meta.get("bytes", 0)
+                self.rejected += meta.get("rejected_lines", 0)
             else:
-                rows[name] += meta.get("rows", 0)
+                self.rows[name] += meta.get("rows", 0)
+        for e in result.get_asset_check_evaluations():
+            entry = self.checks.setdefault(f"{e.asset_key.to_user_string()}.{e.check_name}", [0, 0, None, None])
+            entry[0] += 1
+            if e.passed:
+                entry[3] = entry[3] or e.description
+            else:
+                entry[1] += 1
+                if entry[2] is None or (e.severity.value == "ERROR" and entry[2].severity.value != "ERROR"):
+                    entry[2] = e
+        if not result.success:
+            for e in result.all_events:
+                if e.is_step_failure:
+                    err = e.step_failure_data.error
+                    self.failures.append(
+                        f"Run {result.run_id} failed: {err.message.strip() if err else 'see the Dagster UI'}"
+                    )
+
+
+def print_summary(tally: Tally, settings: JamSettings, home: Path) -> None:
     print()
-    print(f"Summary: {files} files, {lines} lines, {_human_bytes(bytes_)}, {rejected} rejected lines")
+    print(
+        f"Summary: {tally.files} files, {tally.lines} lines, {_human_bytes(tally.bytes)}, {tally.rejected} rejected lines"
+    )
     width = max(len(t) for t in schema.ALL_TABLES)
     for table in schema.ALL_TABLES:
-        print(f"  {table:<{width}}  {rows.get(table, 0):>9,}")
-    print_checks(results)
-    failed = [r for r in results if not r.success]
-    for r in failed:
-        step_failures = [e for e in r.all_events if e.is_step_failure]
-        for e in step_failures:
-            err = e.step_failure_data.error
-            print(f"Run {r.run_id} failed: {err.message.strip() if err else 'see the Dagster UI'}")
+        print(f"  {table:<{width}}  {tally.rows.get(table, 0):>9,}")
+    print_checks(tally)
+    for failure in tally.failures:
+        print(failure)
     print(f"Exports: {settings.export_root}")
     print(
         f'DuckDB:  {settings.duckdb_path}  (try: {self_command()} sql "SELECT team, count(*) FROM blocks GROUP BY 1")'
     )
-    print(f"Dagster: runs {', '.join(r.run_id[:8] for r in results)} in {home} (`make dev` shows them)")
+    runs = ", ".join(r[:8] for r in tally.run_ids[:5]) + (
+        f" and {len(tally.run_ids) - 5} more" if len(tally.run_ids) > 5 else ""
+    )
+    print(f"Dagster: runs {runs} in {home} (`make dev` shows them)")
 
 
-def print_checks(results) -> None:
+def print_checks(tally: Tally) -> None:
     """One line per check: pass, or in how many minute files it failed and the worst one's headline."""
     from .defs.checks import CHECK_SPECS
 
-    by_check: dict[str, list] = defaultdict(list)
-    for result in results:
-        for evaluation in result.get_asset_check_evaluations():
-            by_check[f"{evaluation.asset_key.to_user_string()}.{evaluation.check_name}"].append(evaluation)
-    if not by_check:
+    if not tally.checks:
         return
     print("Checks:")
     for name in sorted(f"{s.asset_key.to_user_string()}.{s.name}" for s in CHECK_SPECS):
-        evaluations = by_check.get(name, [])
-        minutes = len({e.partition for e in evaluations})
-        failing = [e for e in evaluations if not e.passed]
-        if not evaluations:
+        minutes, failing, worst, passing = tally.checks.get(name, [0, 0, None, None])
+        if not minutes:
             print(f"  -     {name}: not evaluated (its run failed before the checks)")
         elif not failing:
-            print(
-                f"  pass  {name}: "
-                + (evaluations[0].description if minutes == 1 else f"passed in all {minutes} minute files")
-            )
+            print(f"  pass  {name}: " + (passing if minutes == 1 else f"passed in all {minutes} minute files"))
         else:
-            worst = min(failing, key=lambda e: e.severity.value != "ERROR")
             status = "FAIL" if worst.severity.value == "ERROR" else "warn"
-            where = f" in {len(failing)} of {minutes} minute files" if minutes > 1 else ""
+            where = f" in {failing} of {minutes} minute files" if minutes > 1 else ""
             print(f"  {status:<4}  {name}{where}: {worst.description}")
 
 
