@@ -20,7 +20,7 @@ ifdef JAM_LOG_DIR
 export JAM_LOG_DIR := $(abspath $(JAM_LOG_DIR))
 endif
 
-.PHONY: setup lock run test test-fast test-upgrade lint format dev receive home bench bench-quick peers clean
+.PHONY: setup lock run test test-fast test-upgrade lint format dev receive home bench bench-quick soak peers clean
 
 # The versions CI tested: uv installs exactly what uv.lock pins (`make lock` updates it).
 $(STAMP): pyproject.toml uv.lock
@@ -87,6 +87,11 @@ bench: setup
 	$(PY) bench/run.py
 	@scripts/ensure-syslog-ng
 	$(PY) bench/receiver_bench.py
+
+# A full-size network live for an hour under `make dev`'s processes (not part of `make bench`):
+# toaster minute files written in real time; prints latency, memory and rejected lines.
+soak: setup
+	$(PY) bench/scale.py soak $(or $(SOAK_MINUTES),60)
 
 bench-quick: setup
 	$(PY) bench/run.py --quick

@@ -30,6 +30,8 @@ PY = sys.executable
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
+import scale  # noqa: E402  (bench/scale.py: history, the UI and the sensor at size)
+
 from jam_assets.core.generator import TINY, TOASTER, Generator, write_minutes  # noqa: E402
 from jam_assets.devserver import dagster_dev as dev_server  # noqa: E402
 from jam_assets.home import prepare_home  # noqa: E402
@@ -267,6 +269,10 @@ def main() -> None:
         daemon_day(60)
         sensor_tick(10_000)
         live_latency(wait_for_real_minute=False)
+        big = scale.history(1, record)
+        scale.sensor_at_size(big, record)
+        scale.ui_at_size(big, record, repeat=2)
+        scale.ui_backfill(1, record)
     else:
         core_vs_floor(TOASTER, 512, "toaster")
         core_vs_floor(TINY, 128, "tiny")
@@ -275,6 +281,10 @@ def main() -> None:
         daemon_day(1440)
         sensor_tick(100_000)
         live_latency(wait_for_real_minute=True)
+        big = scale.history(60, record)
+        scale.sensor_at_size(big, record)
+        scale.ui_at_size(big, record)
+        scale.ui_backfill(60, record)
     width = max(len(r[0]) for r in rows)
     print(
         f"\njam-etl benchmarks ({'quick' if args.quick else 'full'}) on {os.cpu_count()} cores, "

@@ -279,7 +279,7 @@ def _overview_ready(page: Page) -> None:
 
 
 def _partitions_ready(page: Page) -> None:
-    expect(page.get_by_text(re.compile(r"^\d+ Partitions? Selected$"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^[\d,]+ Partitions? Selected$"))).to_be_visible()
     expect(partition_rows(page).first).to_be_visible()
 
 

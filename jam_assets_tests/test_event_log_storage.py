@@ -243,3 +243,93 @@ def test_a_run_turns_event_batching_on_unless_told_otherwise(settings, resources
             [minute_file_tables], instance=instance, resources=resources, partition_key=KEYS[0], selection=["blocks"]
         ).success
     assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == expected
+
+
+def check_states(states) -> dict:
+    """A check state as the UI reads it: the minute files in each status, and per unfinished run."""
+
+    def keys(subset) -> list[str]:
+        return sorted(subset.subset_value.get_partition_keys())
+
+    return {
+        key.to_user_string(): (
+            {status.value: keys(s) for status, s in state.subsets.items() if keys(s)},
+            {run: keys(s) for run, s in state.in_progress_runs.items() if keys(s)},
+        )
+        for key, state in states.items()
+    }
+
+
+def test_the_check_state_the_ui_reads_is_dagsters_at_every_step(settings, resources, logs, tmp_path, monkeypatch):
+    """The storage's own check state (kept per process, brought up to date from newer records) equals
+    Dagster's computed from nothing, after each kind of change an operator makes."""
+    from dagster._core.storage.asset_check_state import AssetCheckState, bulk_update_asset_check_state
+
+    from jam_assets import _dagster_compat
+    from jam_assets.defs.io_managers import TablesIOManager
+
+    class Failing(TablesIOManager):
+        def handle_output(self, context, obj):
+            raise dg.Failure("the warehouse is down", allow_retries=False)
+
+    failing = {
+        **resources,
+        "table_io_manager": Failing(settings=settings, warehouse=resources["table_io_manager"].warehouse),
+    }
+    monkeypatch.setattr(_dagster_compat, "_PARTITIONS_TTL_SECONDS", 3600.0)  # a reload only when needed
+    with batched_instance(tmp_path) as instance:
+        storage = instance.event_log_storage
+        checks = [
+            (key, minute_files)
+            for spec in minute_file_tables.check_specs
+            for key in [spec.key]
+            if key.asset_key.path[0] in ("blocks", "rejected_lines", "raw_log")
+        ]
+        assert len(checks) >= 3
+
+        def compare(step: str) -> dict:
+            ours = check_states(storage.get_asset_check_state(checks))
+            with dg.partition_loading_context(dynamic_partitions_store=instance):  # as the webserver calls it
+                stock = bulk_update_asset_check_state(instance, checks, {k: AssetCheckState.empty() for k, _ in checks})
+            assert ours == check_states(stock), step
+            return ours
+
+        instance.add_dynamic_partitions(minute_files.name, KEYS[:2])
+        assert compare("nothing run") == {k.to_user_string(): ({}, {}) for k, _ in checks}
+        run = dg.materialize(
+            [minute_file_tables], instance=instance, resources=resources, tags=range_tags(KEYS[0], KEYS[1])
+        )
+        after_first = compare("a range run")
+        hex_formats = after_first["blocks:hex_formats"][0]
+        assert sum(hex_formats.values(), []) == sorted(KEYS[:2])  # every minute file has a status
+
+        # Minute files registered after the keys were loaded (the sensor, between two UI queries).
+        instance.add_dynamic_partitions(minute_files.name, KEYS[2:])
+        dg.materialize([minute_file_tables], instance=instance, resources=resources, partition_key=KEYS[2])
+        assert KEYS[2] in sum(compare("a new minute file").get("blocks:hex_formats")[0].values(), [])
+
+        # blocks re-materialized without its checks: their results are no longer current.
+        dg.materialize(
+            [minute_file_tables],
+            instance=instance,
+            resources=resources,
+            partition_key=KEYS[0],
+            selection=dg.AssetSelection.assets("blocks").without_checks(),
+        )
+        assert KEYS[0] not in sum(compare("checks out of date")["blocks:hex_formats"][0].values(), [])
+
+        # A run that fails before its checks: their minute file is an execution failure.
+        dg.materialize(
+            [minute_file_tables],
+            instance=instance,
+            resources=failing,
+            partition_key=KEYS[3],
+            raise_on_error=False,
+        )
+        assert compare("a failed run")["blocks:hex_formats"][0]["EXECUTION_FAILED"] == [KEYS[3]]
+
+        # Retention deletes a minute file.
+        instance.delete_dynamic_partition(minute_files.name, KEYS[1])
+        monkeypatch.setattr(_dagster_compat, "_PARTITIONS_TTL_SECONDS", 0.0)
+        assert KEYS[1] not in str(compare("a minute file deleted"))
+        assert run.success

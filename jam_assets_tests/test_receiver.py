@@ -600,7 +600,9 @@ DAGSTER_DEV = f'"{PROJECT}/.venv/bin/dagster" dev -w "{PROJECT}/workspace.yaml" 
 
 
 def _make(*args: str, env: dict, **kwargs):
-    return subprocess.Popen(["make", "-s", "--no-print-directory", *args], cwd=PROJECT, env=env, start_new_session=True, **kwargs)
+    return subprocess.Popen(
+        ["make", "-s", "--no-print-directory", *args], cwd=PROJECT, env=env, start_new_session=True, **kwargs
+    )
 
 
 def test_make_receive_and_jam_receive_make_dev(tmp_path):
@@ -626,10 +628,17 @@ def test_make_receive_and_jam_receive_make_dev(tmp_path):
     assert minute_lines(logs) == [b"via make receive"]
 
     # Without JAM_RECEIVE the dev recipe is dagster dev alone; with it, the receiver comes first.
-    plain = subprocess.run(["make", "-n", "--no-print-directory", "dev"], cwd=PROJECT, env=env, capture_output=True, text=True, check=True)
+    plain = subprocess.run(
+        ["make", "-n", "--no-print-directory", "dev"], cwd=PROJECT, env=env, capture_output=True, text=True, check=True
+    )
     assert plain.stdout.splitlines()[-1] == f'cd "{env["DAGSTER_HOME"]}" && {DAGSTER_DEV}'
     with_rx = subprocess.run(
-        ["make", "-n", "--no-print-directory", "dev"], cwd=PROJECT, env={**env, "JAM_RECEIVE": "1"}, capture_output=True, text=True, check=True
+        ["make", "-n", "--no-print-directory", "dev"],
+        cwd=PROJECT,
+        env={**env, "JAM_RECEIVE": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     last = with_rx.stdout.splitlines()[-1]
     assert last.startswith(".venv/bin/jam-etl receive & ") and "trap " in last
@@ -650,7 +659,9 @@ def test_jam_receive_dev_recipe_stops_the_receiver_with_dagster_dev(tmp_path, en
     logs, ready = tmp_path / "logs", tmp_path / "ready.json"
     env = {**receiver_env(logs, ready), "DAGSTER_HOME": str(tmp_path / "home"), "JAM_RECEIVE": "1"}
     (tmp_path / "home").mkdir()  # `make dev` prepares it first
-    recipe = subprocess.run(["make", "-n", "--no-print-directory", "dev"], cwd=PROJECT, env=env, capture_output=True, text=True, check=True)
+    recipe = subprocess.run(
+        ["make", "-n", "--no-print-directory", "dev"], cwd=PROJECT, env=env, capture_output=True, text=True, check=True
+    )
     line = recipe.stdout.splitlines()[-1]
     assert line.endswith(DAGSTER_DEV)
     stand_in = "sleep 3; exit 7" if ending == "dagster dev exits" else "sleep 60"
