@@ -6,6 +6,7 @@ the settings (as `dg.EnvVar`s where they come from the environment) and open the
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,28 +32,31 @@ class Warehouse(dg.ConfigurableResource):
     """Replaces a run's minute files in each table; each table's outcome is reported on its own."""
 
     @property
+    @abc.abstractmethod
     def name(self) -> str:
-        raise NotImplementedError("Warehouse subclasses name themselves")
+        """What the run's metadata and messages call it."""
 
+    @abc.abstractmethod
     def replace_minute_files(
         self, log, run_id: str, work_dir: Path, batches: Batches, had_rows: Mapping[str, bool]
     ) -> Outcomes:
-        raise NotImplementedError("Warehouse subclasses write")
+        """Each table's rows of these minute files replaced by the batches' rows."""
 
     def is_transient(self, exc: BaseException) -> bool:
         """Whether a failure of the whole write may pass on a later attempt."""
         return isinstance(exc, (ConnectionError, TimeoutError))
 
+    @abc.abstractmethod
     def replace_days(self, log, run_id: str, work_dir: Path, table: str, rows_by_day: DayRows) -> TableWrite:
-        raise NotImplementedError("Warehouse subclasses write")
+        """A day-partitioned table's rows of these days replaced."""
 
+    @abc.abstractmethod
     def read_minute_files(self, table: str, minute_files: Sequence[str]) -> pd.DataFrame:
         """A table's rows of these minute files, in schema order."""
-        raise NotImplementedError("Warehouse subclasses read")
 
+    @abc.abstractmethod
     def daily_reports(self, days: list[str], min_values: int, bounds: QualityBounds) -> tuple[list[dict], list[dict]]:
         """The leaderboard's and the quality report's rows of these days, computed in the warehouse."""
-        raise NotImplementedError("Warehouse subclasses compute")
 
 
 class DuckDBWarehouse(Warehouse):

@@ -31,6 +31,7 @@ taking the MIN of `minute_file || zero-padded line_no || value` (minute_file is 
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -85,39 +86,39 @@ METRIC_TABLES = tuple(dict.fromkeys(m.table for m in METRICS.values()))
 # ------------------------------------------------------------------------------------------------
 
 
-class Dialect:
+class Dialect(abc.ABC):
     """What differs between the two SQL dialects; everything else in the statements is common SQL."""
 
     int_type: str
     string_type: str
 
+    @abc.abstractmethod
     def q(self, name: str) -> str:
         """A quoted identifier."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def day(self, column: str) -> str:
         """The UTC date of a TIMESTAMP column."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def timestamp(self, day: date) -> str:
         """The TIMESTAMP literal of a day's first microsecond, UTC."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def div(self, a: str, b: str) -> str:
         """Integer division, rounding down (the operands are never negative)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def full_match(self, column: str, pattern: str) -> str:
         """Whether the whole value matches an RE2 pattern."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def shift(self, column: str, microseconds: int) -> str:
         """A TIMESTAMP column moved by some microseconds."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def iso_time(self, column: str) -> str:
         """A TIMESTAMP as the exports write it: 2025-04-23T06:00:06.285625Z."""
-        raise NotImplementedError
 
 
 class DuckDBDialect(Dialect):

@@ -8,6 +8,7 @@ minute files over (fsync, close) and cuts off idle connections and slow senders.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import errno
@@ -44,7 +45,7 @@ def _free_bytes(path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-class Connection:
+class Connection(abc.ABC):
     """What the ticker and the shutdown need from every open connection, whatever its listener."""
 
     listener = ""
@@ -69,8 +70,9 @@ class Connection:
     def quiet(self, now_mono: float) -> bool:
         return self.message_started() is None and now_mono - self.last_activity > DRAIN_QUIET_SECONDS
 
+    @abc.abstractmethod
     def cut(self, reason: str | None, why: str) -> None:
-        raise NotImplementedError
+        """Closes the connection; `reason` (a metrics label) counts it as refused, `why` is logged."""
 
 
 class Receiver:
