@@ -278,6 +278,38 @@ def test_rate_limits_and_backend_errors_are_retried_by_the_writer(settings, prod
     assert len(stored(bq_dataset.client, bq_dataset.dataset_id, "blocks")) == 3
 
 
+def test_a_write_still_failing_after_the_writers_retries_is_retried_by_dagster(
+    settings, production, instance, bq_dataset, monkeypatch
+):
+    """The step's RetryPolicy: BigQuery down for longer than the writer waits fails the attempt, and
+    Dagster runs the step again (after 30 s, exponential, with jitter; not waited for here)."""
+    from jam_assets.defs.assets import RETRY_POLICY
+
+    monkeypatch.setenv("JAM_BQ_RETRY_SECONDS", "1")  # the writer gives up after a second
+    resources = resources_for()
+    write_minute(settings.log_root, KEY, block_lines(KEY, 3))
+    down = bq_dataset.proxy.fail_next(
+        query_job("MERGE", contains=".blocks`"), backend_error(500), at="result", times=10**6
+    )
+    asked = []
+
+    def calculate_delay(policy, attempt):  # when Dagster schedules the retry, BigQuery is back
+        asked.append((policy, attempt))
+        bq_dataset.proxy.clear()
+        return 0
+
+    monkeypatch.setattr(dg.RetryPolicy, "calculate_delay", calculate_delay)
+
+    result = materialize(instance, resources, [KEY], selection=["blocks"])
+
+    assert result.success
+    assert len(down.hits) >= 1
+    assert len([e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]) == 1
+    assert asked == [(RETRY_POLICY, 1)]
+    assert (RETRY_POLICY.max_retries, RETRY_POLICY.delay) == (2, 30)
+    assert len(stored(bq_dataset.client, bq_dataset.dataset_id, "blocks")) == 3  # once, not once per attempt
+
+
 def test_a_serialization_failure_on_the_first_merge_is_retried(settings, production, instance, bq_dataset):
     write_minute(settings.log_root, KEY, block_lines(KEY, 3))
     fault = bq_dataset.proxy.fail_next(

@@ -75,6 +75,12 @@ def bigquery_warehouse(env: Env) -> BigQueryWarehouse:
             minimum=1,
             unit="a whole number of seconds",
         ),
+        retry_seconds=env.whole(
+            "JAM_BQ_RETRY_SECONDS",
+            BigQueryWarehouse.model_fields["retry_seconds"].default,
+            minimum=0,
+            unit="a whole number of seconds",
+        ),
         partition_type=env.choice("JAM_BQ_PARTITION", PARTITION_TYPES),
     )
 

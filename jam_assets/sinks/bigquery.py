@@ -124,6 +124,8 @@ def is_transient(exc: BaseException) -> bool:
     A job's own error reaches the client as a 500 whatever its reason (the client maps reasons it
     does not know to InternalServerError), so the reason decides before the status does.
     """
+    if isinstance(exc, gexc.RetryError):  # the writer's own retries ran out: Dagster's RetryPolicy is next
+        return exc.cause is not None and is_transient(exc.cause)
     if isinstance(exc, gexc.GoogleAPICallError):
         reasons = {e.get("reason") for e in (exc.errors or []) if isinstance(e, dict)}
         if reasons & _RETRYABLE_REASONS or "could not serialize access" in str(exc.message).lower():
