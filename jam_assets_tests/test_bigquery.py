@@ -310,6 +310,68 @@ def test_a_write_still_failing_after_the_writers_retries_is_retried_by_dagster(
     assert len(stored(bq_dataset.client, bq_dataset.dataset_id, "blocks")) == 3  # once, not once per attempt
 
 
+def test_a_run_writes_its_tables_side_by_side_on_one_client_and_looks_each_table_up_once(
+    settings, production, instance, bq_dataset, monkeypatch
+):
+    """One client for a run's writes, the tables written concurrently (two of them meet at a barrier
+    that a one-after-another writer would never pass), and each destination table looked up once
+    per process, not once per run."""
+    import threading
+
+    import jam_assets.sinks.bigquery as sink
+
+    monkeypatch.setattr(sink, "TABLES", sink.TableSetup())  # this process has looked no table up yet
+    clients = []
+    original_init = bigquery.Client.__init__
+
+    def counting_init(self, *args, **kwargs):
+        clients.append(threading.current_thread().name)
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(bigquery.Client, "__init__", counting_init)
+    meet = threading.Barrier(2, timeout=30)
+    original_write = sink.BigQueryWriter._write_table
+
+    def write_table(self, table, files, had_rows):
+        if table in ("blocks", "tickets"):
+            meet.wait()  # raises BrokenBarrierError after 30 s if the other table is not being written
+        return original_write(self, table, files, had_rows)
+
+    monkeypatch.setattr(sink.BigQueryWriter, "_write_table", write_table)
+    for key in KEYS:
+        write_minute(settings.log_root, key, block_lines(key, 2) + [sample_line("131")])
+
+    writes, lookups = [], []
+    for key in KEYS:
+        clients.clear()
+        bq_dataset.proxy.clear()
+        result = materialize(instance, production, [key], selection=["blocks", "tickets"])
+        assert result.success
+        writes.append(len(clients))
+        lookups.append(
+            sorted(
+                (r.path.rsplit("/", 1)[-1], r.status)
+                for r in bq_dataset.proxy.requests
+                if r.method == "GET" and r.path.endswith(("/tables/blocks", "/tables/tickets"))
+            )
+        )
+        metadata = {
+            e.asset_key.path[-1]: e.materialization.metadata["warehouse_write"].value
+            for e in result.get_asset_materialization_events()
+        }
+        assert {t: (m["rows"], m["bigquery_seconds"] > 0) for t, m in metadata.items()} == {
+            "blocks": (2, True),
+            "tickets": (1, True),
+        }
+
+    # The first run looks each table up (not there: created); every run reads its row count after the MERGE.
+    assert lookups == [
+        [("blocks", 200), ("blocks", 404), ("tickets", 200), ("tickets", 404)],
+        [("blocks", 200), ("tickets", 200)],
+    ]
+    assert writes == [1, 1]
+
+
 def test_a_serialization_failure_on_the_first_merge_is_retried(settings, production, instance, bq_dataset):
     write_minute(settings.log_root, KEY, block_lines(KEY, 3))
     fault = bq_dataset.proxy.fail_next(
