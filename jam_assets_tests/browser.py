@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,8 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from jam_assets.core import schema
 from jam_assets.core.generator import TINY, write_minutes
 from jam_assets.devserver import dagster_dev
+
+from .helpers import free_port
 
 PROJECT = Path(__file__).resolve().parents[1]
 SAMPLE_LOGS = PROJECT / "jam_assets" / "sample_logs"
@@ -119,12 +120,6 @@ def prepare_instance(root: Path, minutes: int = 0, extra: Mapping[str, bytes] | 
     if done.returncode != 0:
         raise RuntimeError(f"jam-etl run failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _answers(url: str) -> bool:

@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .helpers import free_port
+
 # jam-etl's README (jam-duna/jamtestnet, jam-etl/README.md, "Supplying data to Telemetry"), with
 # {port} and {root} standing for its port 5000 and its /var/log/jam.
 README_CONFIG = """\
@@ -69,12 +71,6 @@ def syslog_ng_binary() -> str | None:
     return shutil.which("syslog-ng") or ("/usr/sbin/syslog-ng" if os.path.exists("/usr/sbin/syslog-ng") else None)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _fill(template: str, **values: object) -> str:
     # str.format would trip over syslog-ng's own braces; only our placeholders are replaced.
     for key, value in values.items():
@@ -101,7 +97,7 @@ def syslog_ng_server(max_connections: int | None = None) -> Iterator[SyslogNg]:
     if binary is None:
         raise RuntimeError("syslog-ng is not installed (make test installs Debian's syslog-ng-core)")
     work = Path(tempfile.mkdtemp(prefix="jam-syslog-ng-"))
-    ports = {name: _free_port() for name in SOURCES}
+    ports = {name: free_port() for name in SOURCES}
     roots = {name: work / name for name in SOURCES}
     readme = _fill(README_CONFIG, port=ports["readme"], root=roots["readme"])
     if max_connections is not None:
