@@ -31,7 +31,10 @@ def _per_deployment(production: bool):
     warehouse = "bigquery" if production else "duckdb"
 
     def spec(s: dg.AssetSpec) -> dg.AssetSpec:
-        if s.key.path[-1] not in schema.ALL_TABLES:
+        name = s.key.path[-1]
+        if name in schema.DAY_TABLES:  # the leaderboard and the quality report go to the warehouse too
+            return s.replace_attributes(kinds={*s.kinds, warehouse})
+        if name not in schema.ALL_TABLES:
             return s
         s = s.replace_attributes(kinds={*s.kinds, warehouse})
         return dg.apply_freshness_policy(s, FRESHNESS) if production else s

@@ -141,3 +141,23 @@ def test_dune_tables_are_public_only_when_asked():
     dune = {"DUNE_API_KEY": "k", "DUNE_NAMESPACE": "jamteam"}
     assert load(PRODUCTION | dune).resources["dune"].public_tables is False
     assert load(PRODUCTION | dune | {"JAM_DUNE_PUBLIC": "1"}).resources["dune"].public_tables is True
+
+
+@pytest.mark.parametrize("environ", [{}, PRODUCTION], ids=["local", "production"])
+def test_every_asset_carries_its_owner_columns_code_reference_and_a_plain_description(environ):
+    """What the UI's asset pages show an operator, for every asset of the code location."""
+    from jam_assets.core import schema
+
+    defs = load(environ)
+    specs = {s.key.path[-1]: s for s in defs.resolve_all_asset_specs()}
+    assert set(specs) == {schema.RAW_LOG, *schema.ALL_TABLES, *schema.DAY_TABLES}
+    warehouse = "bigquery" if environ else "duckdb"
+    for name, spec in specs.items():
+        assert spec.owners == ["team:jam-telemetry"], name
+        assert spec.description and not spec.description[:1].isdigit(), name  # no "01." numbering
+        (reference,) = spec.metadata["dagster/code_references"].code_references
+        assert reference.file_path.endswith(("defs/assets.py", "defs/reports.py")), name
+        if name != schema.RAW_LOG:
+            columns = [c.name for c in spec.metadata["dagster/column_schema"].columns]
+            assert columns == [c.name for c in schema.columns(name)], name
+            assert warehouse in spec.kinds, name
