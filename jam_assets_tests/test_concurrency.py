@@ -1,5 +1,6 @@
-"""Two runs over different minute files at the same time, sharing one instance and one DuckDB file:
-both finish, no lock error, no lost or duplicated row."""
+"""Two runs over different days at the same time (how a long history is split across a run queue),
+sharing one instance and one DuckDB file: both finish, no lock error, no lost or duplicated row, and
+each day's leaderboard is written."""
 
 import os
 import subprocess
@@ -18,9 +19,9 @@ pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: n
 
 def test_two_concurrent_runs_share_duckdb(tmp_path):
     procs = []
-    for i, minute in enumerate((0, 1)):
+    for i, day in enumerate((23, 24)):
         logs = tmp_path / f"logs{i}"
-        key_time = datetime(2025, 4, 23, 6, minute, tzinfo=UTC)
+        key_time = datetime(2025, 4, day, 6, 0, tzinfo=UTC)
         Generator(TINY, seed=i).write_file_of_size(
             logs / key_time.strftime("%Y/%m/%d/%H%M.log"), 12 * 1024 * 1024, key_time
         )
@@ -44,8 +45,10 @@ def test_two_concurrent_runs_share_duckdb(tmp_path):
         assert p.returncode == 0, out
         assert "Could not set lock" not in out and "Conflicting lock" not in out, out
     expected = {}
-    for key in ("2025/04/23/0600", "2025/04/23/0601"):
+    for key in ("2025/04/23/0600", "2025/04/24/0600"):
         expected[key] = len((tmp_path / "exports" / "blocks" / f"{key}.jsonl").read_bytes().splitlines())
     with duckdb.connect(str(tmp_path / "exports" / "jam.duckdb"), read_only=True) as conn:
         got = dict(conn.execute("SELECT minute_file, count(*) FROM blocks GROUP BY 1").fetchall())
+        days = dict(conn.execute("SELECT CAST(day AS VARCHAR), count(*) FROM leaderboard GROUP BY 1").fetchall())
     assert got == expected and all(n > 100 for n in got.values())
+    assert set(days) == {"2025-04-23", "2025-04-24"} and all(n > 0 for n in days.values())
