@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
+import duckdb
 import pytest
 import requests
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
@@ -181,6 +182,23 @@ def runs(url: str) -> list[dict]:
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
+@contextmanager
+def duckdb_reader(path: Path, timeout: float = 120) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to the export root's DuckDB file, once no run holds its write lock
+    (the daemon's runs, e.g. the daily reports the sensor requests after dagster dev starts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = duckdb.connect(str(path), read_only=True)
+            break
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    with conn:
+        yield conn
+
+
 def wait_for_run(url: str, run_id: str, timeout: float = 120) -> dict:
     """The run, once it has finished: status, tags, assetSelection, assetCheckSelection (GraphQL names)."""
     deadline = time.monotonic() + timeout
@@ -265,7 +283,8 @@ def partition_rows(page: Page) -> Locator:
 def _asset_header(page: Page, asset: str) -> None:
     # The breadcrumb shows the key at once; the tabs come with the asset's definition.
     expect(page.get_by_role("listitem").filter(has_text=re.compile(f"^{re.escape(asset)}"))).to_be_visible()
-    expect(page.get_by_role("tab", name="Overview", exact=True)).to_be_visible()
+    # .first: a check's detail panel has an Overview tab of its own, after the asset's.
+    expect(page.get_by_role("tab", name="Overview", exact=True).first).to_be_visible()
 
 
 def _overview_ready(page: Page) -> None:

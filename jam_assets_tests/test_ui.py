@@ -11,7 +11,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import duckdb
 import orjson
 import pytest
 
@@ -31,6 +30,7 @@ from .browser import (  # noqa: E402
     check_partition_colors,
     check_partition_counts,
     choose_partitions,
+    duckdb_reader,
     latest_check_execution,
     launch,
     lineage_shows,
@@ -100,7 +100,7 @@ def test_raw_log_lists_every_minute_file_with_its_metadata(page, console_errors)
 
 def test_a_table_shows_its_total_rows_and_its_checks_per_minute_file(page, ui, console_errors):
     open_asset(page, "blocks")
-    with duckdb.connect(str(ui.exports / "jam.duckdb"), read_only=True) as conn:
+    with duckdb_reader(ui.exports / "jam.duckdb") as conn:
         (total,) = conn.execute("SELECT count(*) FROM blocks").fetchone()
     assert asset_row_count(page) == total > 1  # the table's rows, not the last minute's
     assert "dagster/row_count" not in asset_page_metadata(page)
