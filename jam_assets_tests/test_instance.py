@@ -1,5 +1,6 @@
 """The instance `make` sets up is the one the README describes: the jam_warehouse pool has one slot,
-and an in-process `jam-etl run` takes it and gives it back."""
+the run queue takes 4 runs and a backfill's one at a time, and an in-process `jam-etl run` takes the
+pool's slot and gives it back."""
 
 import os
 import subprocess
@@ -23,6 +24,13 @@ def test_the_instance_make_creates_limits_the_warehouse_pool_to_one(tmp_path):
         pools = instance.get_concurrency_config().pool_config
         assert (pools.default_pool_limit, pools.pool_granularity.value) == (1, "op")
         assert instance.event_log_storage.get_concurrency_info(POOL).limit == 1
+        # The run queue (README, scaling out): 4 runs, a backfill's one at a time.
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue is not None and type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert (queue.max_concurrent_runs, queue.tag_concurrency_limits) == (
+            4,
+            [{"key": "dagster/backfill", "limit": 1}],
+        )
 
     write_minute(tmp_path / "logs", "2025/04/23/0600", [sample_line("128")])
     env = {
