@@ -503,8 +503,10 @@ def test_full_disk_clear_errors_then_serves_again(tmp_path):
         with running_receiver(logs, spool_bytes=64 * KB) as rx:
             line = b"z" * (100 * KB)
             stored_lines = 0
-            for _ in range(30):
-                status, reply = rx.request("POST", "/v1/telemetry", b"".join([line + b"\n"] * 3))
+            # One line per request: once one is refused, the disk cannot hold it again (its spool and
+            # its place in the file), so health must say so until space returns.
+            for _ in range(60):
+                status, reply = rx.request("POST", "/v1/telemetry", line + b"\n")
                 counts = json.loads(reply)
                 stored_lines += counts["stored"]
                 if status == 507:

@@ -130,9 +130,11 @@ class Receiver:
                 if isinstance(m, SpooledMessage):
                     m.close()
             if failed is not None:
-                # Healthy again once the refused write would fit (not merely once a spool is gone).
+                # Healthy again once the refused lines, sent again, would fit: a spooled body needs its
+                # spool on the log disk as well as its place in the minute file (the spool of the
+                # refused message is gone now, which alone must not turn the receiver healthy).
                 refused = bodies[failed.stored :]
-                needed = sum(len(b) if isinstance(b, bytes) else b.length for b in refused) + len(refused)
+                needed = sum(len(b) + 1 if isinstance(b, bytes) else 2 * b.length + 1 for b in refused)
                 self._write_failure = (str(failed), needed)
         self._count_stored(listener, bodies)
         self._write_failure = None
