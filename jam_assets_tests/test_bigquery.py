@@ -318,9 +318,7 @@ def test_a_run_writes_its_tables_side_by_side_on_one_client_and_looks_each_table
     per process, not once per run."""
     import threading
 
-    import jam_assets.sinks.bigquery as sink
-
-    monkeypatch.setattr(sink, "TABLES", sink.TableSetup())  # this process has looked no table up yet
+    monkeypatch.setattr(bq_sink, "TABLES", bq_sink.TableSetup())  # this process has looked no table up yet
     clients = []
     original_init = bigquery.Client.__init__
 
@@ -330,14 +328,14 @@ def test_a_run_writes_its_tables_side_by_side_on_one_client_and_looks_each_table
 
     monkeypatch.setattr(bigquery.Client, "__init__", counting_init)
     meet = threading.Barrier(2, timeout=30)
-    original_write = sink.BigQueryWriter._write_table
+    original_write = bq_sink.BigQueryWriter._write_table
 
     def write_table(self, table, files, had_rows):
         if table in ("blocks", "tickets"):
             meet.wait()  # raises BrokenBarrierError after 30 s if the other table is not being written
         return original_write(self, table, files, had_rows)
 
-    monkeypatch.setattr(sink.BigQueryWriter, "_write_table", write_table)
+    monkeypatch.setattr(bq_sink.BigQueryWriter, "_write_table", write_table)
     for key in KEYS:
         write_minute(settings.log_root, key, block_lines(key, 2) + [sample_line("131")])
 
