@@ -444,7 +444,24 @@ def test_a_table_made_by_bq_mk_is_refused_with_what_differs(settings, production
     assert [r["line_no"] for r in stored(bq_dataset.client, bq_dataset.dataset_id, "blocks")] == [1, 2]
     assert (settings.export_root / "blocks" / f"{KEY}.jsonl").exists()
     assert not (settings.export_root / "tickets" / f"{KEY}.jsonl").exists()
-    assert [e.asset_key.path[-1] for e in result.get_asset_materialization_events()].count("tickets") == 0
+    materialized = {e.asset_key.path[-1]: e for e in result.get_asset_materialization_events()}
+    assert "tickets" not in materialized
+    # Which target holds what, in the run's metadata: on the failed table's failure, and on every table written.
+    written = sorted(t for t in schema.ALL_TABLES if t != "tickets")
+    run_tables = {"written": written, "not_written": ["tickets"]}
+    failed = failure.step_failure_data.user_failure_data.metadata
+    assert failed["targets"].value == {
+        "exports": "the rows from before this run",
+        "BigQuery": "the rows from before this run (its write failed)",
+    }
+    assert failed["run_tables"].value == run_tables
+    # Every table the warehouse took is recorded as materialized; the failed one, reported last, fails the step.
+    tables = {t: e for t, e in materialized.items() if t != schema.RAW_LOG}
+    assert sorted(tables) == written
+    for table, event in tables.items():
+        metadata = event.materialization.metadata
+        assert metadata["targets"].value == {"exports": "this run's rows", "BigQuery": "this run's rows"}, table
+        assert metadata["run_tables"].value == run_tables, table
 
 
 def test_a_nullable_column_added_to_the_schema_is_added_to_the_table(

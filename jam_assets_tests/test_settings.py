@@ -79,13 +79,27 @@ def test_two_ways_of_giving_credentials_are_rejected():
         load(PRODUCTION | {"JAM_BQ_CREDENTIALS_B64": "e30=", "GOOGLE_APPLICATION_CREDENTIALS": "/k.json"})
 
 
-def test_an_endpoint_alone_keeps_the_credentials_anonymous_only_when_asked():
-    with_endpoint = load(PRODUCTION | {"JAM_BQ_API_ENDPOINT": "https://bigquery.europe-west1.rep.googleapis.com"})
-    assert with_endpoint.resources["table_io_manager"].warehouse.bigquery.anonymous is False
-    emulator = load(PRODUCTION | {"JAM_BQ_API_ENDPOINT": "http://127.0.0.1:9050", "JAM_BQ_ANONYMOUS": "1"})
-    assert emulator.resources["table_io_manager"].warehouse.bigquery.anonymous is True
+def as_run_sees_it(resource, environ, monkeypatch):
+    """The resource as a run executing with `environ` gets it: its EnvVars read."""
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    return resource.process_config_and_initialize()
+
+
+def test_an_endpoint_alone_keeps_the_credentials_anonymous_only_when_asked(monkeypatch):
+    regional = PRODUCTION | {"JAM_BQ_API_ENDPOINT": "https://bigquery.europe-west1.rep.googleapis.com"}
+    client = load(regional).resources["table_io_manager"].warehouse.bigquery
+    assert as_run_sees_it(client, regional, monkeypatch).anonymous is False
+    for value, anonymous in (("1", True), ("true", True), ("0", False)):
+        emulator = PRODUCTION | {"JAM_BQ_API_ENDPOINT": "http://127.0.0.1:9050", "JAM_BQ_ANONYMOUS": value}
+        client = load(emulator).resources["table_io_manager"].warehouse.bigquery
+        assert client.anonymous == dg.EnvVar.int("JAM_BQ_ANONYMOUS")  # read where the run executes
+        assert as_run_sees_it(client, emulator, monkeypatch).anonymous is anonymous, value
     with pytest.raises(SettingsError, match="JAM_BQ_ANONYMOUS=1 is for an emulator: set JAM_BQ_API_ENDPOINT"):
         load(PRODUCTION | {"JAM_BQ_ANONYMOUS": "1"})
+    # Dagster would read "no" as on: refused when the code location loads.
+    with pytest.raises(SettingsError, match="^JAM_BQ_ANONYMOUS='no' must be 1 or 0$"):
+        load(PRODUCTION | {"JAM_BQ_ANONYMOUS": "no"})
 
 
 @pytest.mark.parametrize(
@@ -137,10 +151,39 @@ def test_production_tables_carry_a_freshness_policy_and_local_ones_none():
         assert specs["raw_log"].freshness_policy is None
 
 
-def test_dune_tables_are_public_only_when_asked():
+def test_dune_tables_are_public_only_when_asked_and_the_plan_is_set_by_variables(monkeypatch):
+    dune = PRODUCTION | {"DUNE_API_KEY": "k", "DUNE_NAMESPACE": "jamteam"}
+    default = as_run_sees_it(load(dune).resources["dune"], dune, monkeypatch)
+    assert (default.public_tables, default.max_requests_per_minute, default.storage_cap_bytes) == (
+        False,
+        12,
+        100_000_000,
+    )
+    plus = dune | {
+        "JAM_DUNE_PUBLIC": "1",
+        "JAM_DUNE_REQUESTS_PER_MINUTE": "70",
+        "JAM_DUNE_STORAGE_CAP_BYTES": "15000000000",
+    }
+    configured = load(plus).resources["dune"]
+    assert configured.storage_cap_bytes == dg.EnvVar.int("JAM_DUNE_STORAGE_CAP_BYTES")
+    resolved = as_run_sees_it(configured, plus, monkeypatch)
+    assert (resolved.public_tables, resolved.max_requests_per_minute, resolved.storage_cap_bytes) == (
+        True,
+        70,
+        15_000_000_000,
+    )
+    assert resolved.config().max_requests_per_minute == 70
+    with pytest.raises(
+        SettingsError, match="^JAM_DUNE_REQUESTS_PER_MINUTE='0' must be a whole number of requests, at least 1$"
+    ):
+        load(dune | {"JAM_DUNE_REQUESTS_PER_MINUTE": "0"})
+
+
+def test_the_tables_outputs_say_dune_holds_their_rows_only_where_dune_is_configured():
     dune = {"DUNE_API_KEY": "k", "DUNE_NAMESPACE": "jamteam"}
-    assert load(PRODUCTION | dune).resources["dune"].public_tables is False
-    assert load(PRODUCTION | dune | {"JAM_DUNE_PUBLIC": "1"}).resources["dune"].public_tables is True
+    assert load(PRODUCTION | dune).resources["table_io_manager"].dune is True
+    assert load(PRODUCTION).resources["table_io_manager"].dune is False
+    assert load({}).resources["table_io_manager"].dune is False
 
 
 @pytest.mark.parametrize("environ", [{}, PRODUCTION], ids=["local", "production"])

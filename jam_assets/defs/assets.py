@@ -166,6 +166,16 @@ def derive_minute_files(
     return staged, summaries
 
 
+def written_first(context: dg.AssetExecutionContext, tables: list[str], staged: dict[str, StagedTable]) -> list[str]:
+    """Writes the step's tables (their IO manager's one write for all), then orders them: those the
+    warehouse took first, so each is recorded as materialized; a failed table, yielded after them,
+    fails the step (and is retried) without hiding what the others hold."""
+    if not tables:
+        return []
+    outcomes = context.resources.table_io_manager.write_run(context, staged[tables[0]].run)
+    return sorted(tables, key=lambda t: isinstance(outcomes[t], Exception))
+
+
 @dg.multi_asset(
     name="minute_file_tables",
     outs=_OUTS,
@@ -194,7 +204,7 @@ def minute_file_tables(
             # then writes a range run's raw_log events in batches, like the tables'.
             add_partition_metadata(context, RAW_LOG, {k: raw_log_metadata(s) for k, s in summaries.items()})
             yield dg.Output(None, output_name=RAW_LOG)
-        for t in tables:
+        for t in written_first(context, tables, staged):
             add_partition_metadata(context, t, {k: {"rows": n} for k, n in staged[t].rows.items()})
             yield dg.Output(staged[t], output_name=t)
         yield from check_results(context, settings, summaries)

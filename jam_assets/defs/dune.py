@@ -18,8 +18,8 @@ class DuneResource(dg.ConfigurableResource):
     namespace: str
     base_url: str = DuneConfig.base_url
     table_prefix: str = DuneConfig.table_prefix
-    # Dune's write endpoints allow 15 requests a minute on Free, 70 on Plus.
-    max_requests_per_minute: float = DuneConfig.max_requests_per_minute
+    # Dune's write endpoints allow 15 requests a minute on Free, 70 on Plus (JAM_DUNE_REQUESTS_PER_MINUTE).
+    max_requests_per_minute: int = int(DuneConfig.max_requests_per_minute)
     # Dune takes at most 1.2 GB a request; a larger export is split at line boundaries.
     max_request_bytes: int = DuneConfig.max_request_bytes
     include_codec_encoded: bool = DuneConfig.include_codec_encoded
@@ -28,7 +28,7 @@ class DuneResource(dg.ConfigurableResource):
     timeout_seconds: float = DuneConfig.timeout_seconds
     # Tables are created private; True creates them public (a plan without private tables needs it).
     public_tables: bool = DuneConfig.public_tables
-    # The plan's storage cap (Free 100 MB, Analyst 1 GB, Plus 15 GB); a warning is logged once the
+    # The plan's storage cap (Free 100 MB, Analyst 1 GB, Plus 15 GB; JAM_DUNE_STORAGE_CAP_BYTES); a warning is logged once the
     # bytes uploaded reach `storage_warn_fraction` of it.
     storage_cap_bytes: int = DuneConfig.storage_cap_bytes
     storage_warn_fraction: float = DuneConfig.storage_warn_fraction

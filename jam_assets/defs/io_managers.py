@@ -6,7 +6,10 @@ BigQuery: one load and one MERGE per table, concurrently, on one client), then p
 exports of each table the warehouse now holds; every call then reports its own table. So a table's
 exports (and so Dune, which uploads them) change only once its warehouse rows have: a table whose
 warehouse write failed keeps its previous exports, and its output fails the step, which is retried
-(RetryPolicy), then requested again by the sensor.
+(RetryPolicy), then requested again by the sensor. Every table's output, materialized or failed,
+carries `targets` (which of the exports, the warehouse and Dune hold this run's rows of its minute
+files, which the rows from before) and `run_tables` (the step's tables written and not written), so
+the UI says what a half-failed run left where.
 
 Exports are `<export root>/<table>/YYYY/MM/DD/HHMM.jsonl`, one file per table per minute file,
 published with an atomic rename and replaced (never appended) on re-materialization.
@@ -33,6 +36,25 @@ def partition_keys(context: dg.OutputContext | dg.InputContext) -> list[str]:
     return sorted(context.asset_partition_keys) if context.has_asset_partitions else []
 
 
+THIS_RUN = "this run's rows"
+BEFORE = "the rows from before this run"
+
+
+def targets(warehouse: str, written: bool, dune: bool) -> dict[str, str]:
+    """Which target holds what for one table of a run: the step writes the warehouse, then publishes the
+    exports of the tables it holds; Dune uploads published exports on its hourly schedule."""
+    if not written:
+        held = {"exports": BEFORE, warehouse: f"{BEFORE} (its write failed)"}
+        return held | ({"dune": BEFORE} if dune else {})
+    held = {"exports": THIS_RUN, warehouse: THIS_RUN}
+    return held | ({"dune": f"{BEFORE} until the next hourly upload (dune_upload_job)"} if dune else {})
+
+
+def run_tables(outcomes: dict[str, object]) -> dict[str, list[str]]:
+    written = sorted(t for t, o in outcomes.items() if isinstance(o, TableWrite))
+    return {"written": written, "not_written": sorted(t for t in outcomes if t not in written)}
+
+
 def _had_rows(root: Path, table: str, minute_files: list[str], materialized: Callable[[], set[str]]) -> bool:
     """Whether the warehouse may hold rows of these minutes. The published exports say what it holds;
     where a minute's export is missing (pruned by retention, a new export folder, a crash before
@@ -53,20 +75,32 @@ class TablesIOManager(dg.ConfigurableIOManager):
 
     settings: JamSettings
     warehouse: Warehouse
+    # Whether Dune uploads the exports (production with DUNE_API_KEY): said in each output's `targets`.
+    dune: bool = False
 
-    def _write_run(self, context: dg.OutputContext, run: StagedRun) -> dict[str, object]:
+    def write_run(self, context: dg.OutputContext | dg.AssetExecutionContext, run: StagedRun) -> dict[str, object]:
+        """Writes every staged table of the step, once; each table's output then reports its own outcome.
+
+        The asset calls it before yielding any table, so it can yield the tables the warehouse took
+        first: a failed table then fails the step only after the others were recorded as materialized.
+        """
+        if run.outcome is None:
+            instance = context.step_context.instance if isinstance(context, dg.OutputContext) else context.instance
+            run.outcome = self._write_run(context.log, context.run_id, instance, run)
+        return run.outcome
+
+    def _write_run(self, log, run_id: str, instance: dg.DagsterInstance, run: StagedRun) -> dict[str, object]:
         root = self.settings.export_root
         batches = {t: dict(staged.files) for t, staged in run.tables.items()}
-        instance = context.step_context.instance
         had_rows = {
             t: _had_rows(
                 root, t, list(files), functools.cache(lambda t=t: instance.get_materialized_partitions(dg.AssetKey(t)))
             )
             for t, files in batches.items()
         }
-        work_dir = self.settings.staging_dir(context.run_id) / "warehouse"
+        work_dir = self.settings.staging_dir(run_id) / "warehouse"
         try:
-            outcomes = self.warehouse.replace_minute_files(context.log, context.run_id, work_dir, batches, had_rows)
+            outcomes = self.warehouse.replace_minute_files(log, run_id, work_dir, batches, had_rows)
         except Exception as exc:  # the whole write failed: nothing changed anywhere
             transient = self.warehouse.is_transient(exc)
             outcomes = {t: WarehouseWriteError(t, f"{self.warehouse.name}: {exc}", transient) for t in batches}
@@ -74,27 +108,31 @@ class TablesIOManager(dg.ConfigurableIOManager):
             if isinstance(outcome, TableWrite):
                 for key, staged in batches[table].items():
                     publish(staged, export_path(root, table, key))
-        written = sorted(t for t, o in outcomes.items() if isinstance(o, TableWrite))
-        failed = sorted(t for t in batches if t not in written)
-        if failed:
-            context.log.error(
-                f"{self.warehouse.name} and the exports now hold this run's rows for: {', '.join(written) or 'no table'}; "
-                f"they still hold the previous rows for: {', '.join(failed)}"
+        tables = run_tables(dict(outcomes))
+        if tables["not_written"]:
+            log.error(
+                f"{self.warehouse.name} and the exports now hold this run's rows for: "
+                f"{', '.join(tables['written']) or 'no table'}; they still hold the previous rows for: "
+                f"{', '.join(tables['not_written'])}"
             )
         return dict(outcomes)
 
     def handle_output(self, context: dg.OutputContext, obj: StagedTable) -> None:
         table = context.asset_key.path[-1]
-        run = obj.run
-        if run.outcome is None:
-            run.outcome = self._write_run(context, run)
-        outcome = run.outcome[table]
-        if isinstance(outcome, WarehouseWriteError) and not outcome.transient:
-            # No retry fixes a drifted schema or a statement over its byte limit: fail at once.
-            raise dg.Failure(description=str(outcome), allow_retries=False)
-        if isinstance(outcome, Exception):
-            raise outcome  # retried by the step's RetryPolicy
-        assert isinstance(outcome, TableWrite)
+        outcomes = self.write_run(context, obj.run)
+        outcome = outcomes[table]
+        held = {
+            "targets": dg.MetadataValue.json(targets(self.warehouse.name, isinstance(outcome, TableWrite), self.dune)),
+            "run_tables": dg.MetadataValue.json(run_tables(outcomes)),
+        }
+        if not isinstance(outcome, TableWrite):
+            # A transient failure is retried by the step's RetryPolicy; no retry fixes a drifted schema or
+            # a statement over its byte limit, so those fail at once.
+            known = isinstance(outcome, WarehouseWriteError)
+            description = str(outcome) if known else f"{type(outcome).__name__}: {outcome}"
+            transient = not known or outcome.transient
+            cause = outcome if isinstance(outcome, BaseException) else None
+            raise dg.Failure(description=description, metadata=held, allow_retries=transient) from cause
         missing = [k for k in partition_keys(context) if k not in obj.files]
         for key in missing:
             context.log.warning(f"{table}: nothing staged for minute file {key}; its outputs are left as they were")
@@ -102,6 +140,7 @@ class TablesIOManager(dg.ConfigurableIOManager):
         # every minute file of the run: the table's rows after it (the asset page's row count), and
         # the run's write as one JSON value, not as numbers a plot would draw flat across a range.
         metadata: dict[str, Any] = {
+            **held,
             "export_root": dg.MetadataValue.path(str(self.settings.export_root / table)),
             "warehouse": self.warehouse.name,
             "warehouse_write": dg.MetadataValue.json(

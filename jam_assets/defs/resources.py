@@ -26,12 +26,12 @@ def deployment_name(env: Env | None = None) -> str:
     return name
 
 
-def with_warehouse(settings: JamSettings, warehouse) -> dict[str, object]:
+def with_warehouse(settings: JamSettings, warehouse, dune: bool = False) -> dict[str, object]:
     """The resources every deployment has: the settings, the warehouse and the two IO managers over it."""
     return {
         "settings": settings,
         "warehouse": warehouse,
-        "table_io_manager": TablesIOManager(settings=settings, warehouse=warehouse),
+        "table_io_manager": TablesIOManager(settings=settings, warehouse=warehouse, dune=dune),
         "day_io_manager": DayTablesIOManager(settings=settings, warehouse=warehouse),
     }
 
@@ -48,15 +48,14 @@ def bigquery_warehouse(env: Env) -> BigQueryWarehouse:
             "JAM_BQ_CREDENTIALS_B64 is the key itself, base64-encoded; GOOGLE_APPLICATION_CREDENTIALS is the path "
             "of a key file (application-default credentials)."
         )
-    anonymous = env.flag("JAM_BQ_ANONYMOUS")
-    if anonymous and not env.is_set("JAM_BQ_API_ENDPOINT"):
+    if env.is_on("JAM_BQ_ANONYMOUS") and not env.is_set("JAM_BQ_API_ENDPOINT"):
         raise SettingsError("JAM_BQ_ANONYMOUS=1 is for an emulator: set JAM_BQ_API_ENDPOINT to its address too")
     client = JamBigQueryResource(
         project=env.required("JAM_BQ_PROJECT", "it is the GCP project that holds the dataset"),
         location=env.optional("JAM_BQ_LOCATION"),
         gcp_credentials=env.optional("JAM_BQ_CREDENTIALS_B64"),
         api_endpoint=env.optional("JAM_BQ_API_ENDPOINT"),
-        anonymous=anonymous,
+        anonymous=env.flag("JAM_BQ_ANONYMOUS"),
     )
     return BigQueryWarehouse(
         bigquery=client,
@@ -95,13 +94,25 @@ def dune_resource(env: Env) -> DuneResource | None:
             "DUNE_NAMESPACE", "DUNE_API_KEY is set, and the tables need your Dune user or team handle"
         ),
         public_tables=env.flag("JAM_DUNE_PUBLIC"),
+        max_requests_per_minute=env.whole(
+            "JAM_DUNE_REQUESTS_PER_MINUTE",
+            DuneResource.model_fields["max_requests_per_minute"].default,
+            minimum=1,
+            unit="a whole number of requests",
+        ),
+        storage_cap_bytes=env.whole(
+            "JAM_DUNE_STORAGE_CAP_BYTES",
+            DuneResource.model_fields["storage_cap_bytes"].default,
+            minimum=1,
+            unit="a whole number of bytes",
+        ),
     )
 
 
 def production_resources(settings: JamSettings, env: Env | None = None) -> dict[str, object]:
     env = env or Env()
-    resources = with_warehouse(settings, bigquery_warehouse(env))
     dune = dune_resource(env)
+    resources = with_warehouse(settings, bigquery_warehouse(env), dune=dune is not None)
     if dune is not None:
         resources["dune"] = dune
     return resources

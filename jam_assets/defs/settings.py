@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 
@@ -140,12 +140,19 @@ class Env:
             raise SettingsError(f"{name}={text!r} is not one of: {', '.join(choices)}")
         return dg.EnvVar(name)
 
-    def flag(self, name: str) -> bool:
-        """1/true/yes or 0/false/no (unset: false). Not a secret: shown in the UI as its value."""
+    def is_on(self, name: str) -> bool:
+        """A switch's value, checked: 1/true/yes or 0/false (unset: off). Dagster reads any other text
+        as on where the run executes, so a value it would misread stops the code location here."""
         text = (self.text(name) or "0").strip().lower()
-        if text not in ("1", "true", "yes", "0", "false", "no"):
+        if text not in ("1", "true", "yes", "0", "false"):
             raise SettingsError(f"{name}={text!r} must be 1 or 0")
         return text in ("1", "true", "yes")
+
+    def flag(self, name: str) -> bool:
+        """A switch for a resource's bool field: the variable as an int `dg.EnvVar`, which Dagster reads
+        into the bool where the run executes (it has no bool EnvVar); False when unset."""
+        self.is_on(name)
+        return cast(bool, dg.EnvVar.int(name)) if self.is_set(name) else False
 
 
 def settings_from_env(env: Env | None = None, *, production: bool = False) -> JamSettings:
