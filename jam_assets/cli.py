@@ -3,6 +3,9 @@
 jam-etl run      register every closed minute file under JAM_LOG_DIR and materialize raw_log and
                  every table over them in one single-run backfill, then print a summary
 jam-etl sql Q    query the DuckDB warehouse (read-only)
+jam-etl dune-forget TABLE
+                 make the Dune ledger forget a table deleted in Dune: the next upload creates it again
+                 and sends every export
 jam-etl receive  the telemetry receiver (syslog TCP, HTTP, WebSocket -> minute files under JAM_LOG_DIR),
                  as `python -m jam_assets.receiver`; runs until SIGTERM or Ctrl-C
 """
@@ -321,6 +324,32 @@ def sql(settings: JamSettings, query: str) -> int:
     return 0
 
 
+def dune_forget(settings: JamSettings, table: str) -> int:
+    """After deleting `jam_<table>` in Dune (its schema changed, or an older version created it): the
+    ledger forgets the table and its uploads, so the next hourly upload creates it and sends every export."""
+    from .defs.resources import dune_resource
+    from .defs.settings import Env
+    from .sinks.dune import DuneError, forget_table
+
+    known = (*schema.ALL_TABLES, *schema.DAY_TABLES)
+    if table not in known:
+        raise CliError(f"{table!r} is not a table; the tables are: {', '.join(known)}")
+    dune = dune_resource(Env())
+    if dune is None:
+        raise CliError("DUNE_API_KEY is not set: the ledger is kept per Dune namespace, set it and DUNE_NAMESPACE")
+    cfg = dune.process_config_and_initialize().config()
+    try:
+        forget_table(settings.export_root, cfg, table)
+    except DuneError as exc:
+        raise CliError(str(exc)) from None
+    print(
+        f"the Dune ledger forgot dune.{cfg.namespace}.{cfg.dune_table(table)}: the next upload creates it "
+        "and sends every export again",
+        flush=True,
+    )
+    return 0
+
+
 def receive() -> int:
     """`jam-etl receive`: the receiver exactly as `python -m jam_assets.receiver` runs it (same settings,
     same log, same exit codes), with a bad setting reported as `jam-etl: ...` (exit 2)."""
@@ -357,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
         help="block_author (default), refine, assurance, ticket, "
         "or a count: blocks, work_reports, assurances, tickets, preimages",
     )
+    forget_p = sub.add_parser(
+        "dune-forget", help="make the Dune ledger forget a table you deleted in Dune (the next upload recreates it)"
+    )
+    forget_p.add_argument("table", help="e.g. blocks (the Dune table is jam_blocks)")
     sub.add_parser(
         "receive",
         help="run the telemetry receiver: syslog over TCP, HTTP and WebSocket into minute files under JAM_LOG_DIR "
@@ -379,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
             return run(settings, include_open=args.include_open)
         if args.command == "leaderboard":
             return leaderboard(settings.process_config_and_initialize(), args.day, args.metric)
+        if args.command == "dune-forget":
+            return dune_forget(settings.process_config_and_initialize(), args.table)
         return sql(settings.process_config_and_initialize(), args.query)
     except (CliError, SettingsError) as exc:
         print(f"jam-etl: {exc}", file=sys.stderr)

@@ -10,7 +10,8 @@ specs in duneanalytics/dune-docs:
   stored (namespace, name, schema, is_private, description) and answered 201 with Dune's success
   body (namespace, table_name, full_name, example_query, message). A table that exists is refused:
   409 `{"error": "This table already exists"}` by default (`exists_answer` sets another status and
-  body, e.g. a 400, since Dune's docs say only that the request fails). A plan without private
+  body: a 400, since Dune's docs say only that the request fails, or an idempotent 200 with
+  `already_existed: true`). A plan without private
   tables (`private_tables=False`) answers 401 to `is_private: true`.
 - `POST /api/v1/uploads/{namespace}/{table}/insert`: the key, the table (404 if unknown), a body no
   larger than `max_request_bytes` (1.2 GB like Dune unless set smaller; 413 beyond), Content-Type
@@ -250,6 +251,11 @@ class DuneStandIn:
             moment = datetime.fromisoformat(str(value))
             return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
         return value
+
+    def drop_table(self, namespace: str, name: str) -> None:
+        """What an operator's delete in Dune does (its UI, or DELETE /api/v1/uploads/...): the table and its rows go."""
+        with self._lock:
+            del self.tables[(namespace, name)]
 
     # -- the server --------------------------------------------------------------------------------
 

@@ -144,7 +144,23 @@ def test_unchanged_content_is_not_sent_again_changed_content_is(root, dune, cloc
 
 @pytest.mark.parametrize(
     "answer",
-    [(409, {"error": "This table already exists"}), (400, {"error": "Table jamteam.jam_blocks already exists"})],
+    [
+        (409, {"error": "This table already exists"}),
+        (400, {"error": "Table jamteam.jam_blocks already exists"}),
+        # An idempotent create: success, with `already_existed` saying nothing was created (no credits).
+        (
+            200,
+            {
+                "namespace": NS,
+                "table_name": "jam_blocks",
+                "full_name": f"dune.{NS}.jam_blocks",
+                "example_query": f"select * from dune.{NS}.jam_blocks limit 10",
+                "already_existed": True,
+                "message": "Table already exists",
+            },
+        ),
+    ],
+    ids=["409", "400-text", "200-already_existed"],
 )
 def test_a_table_that_already_exists_is_used_and_recorded(root, clock, answer):
     with DuneStandIn(KEY, clock=clock.now, requests_per_minute=None, exists_answer=answer) as dune:
@@ -478,3 +494,34 @@ def test_the_daily_leaderboard_is_uploaded_and_a_changed_day_replaces_it(root, d
     run(root, config(dune.url), clock, now=later)
     assert [(r["team"], r["rank"]) for r in dune.latest_rows(NS, "leaderboard")] == [("B", 1)]
     assert len(dune.rows(NS, "jam_leaderboard")) == 4
+
+
+def test_a_table_deleted_in_dune_is_created_again_after_jam_etl_dune_forget(root, dune, clock, monkeypatch, capsys):
+    from jam_assets import cli
+
+    for minute in (A, B):
+        publish_rows(root, "blocks", minute, [export_row("blocks", minute, 1)])
+    run(root, config(dune.url), clock)
+    dune.drop_table(NS, "jam_blocks")  # e.g. its schema changed
+    creates = len(dune.requests(CREATE))
+    run(root, config(dune.url), clock)
+    assert len(dune.requests(CREATE)) == creates, "the ledger still lists the table and its uploads"
+
+    for name, value in {"DUNE_API_KEY": KEY, "DUNE_NAMESPACE": NS, "JAM_EXPORT_DIR": str(root)}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DAGSTER_DEPLOYMENT", raising=False)
+    assert cli.main(["dune-forget", "blocks"]) == 0
+    assert capsys.readouterr().out == (
+        f"the Dune ledger forgot dune.{NS}.jam_blocks: the next upload creates it and sends every export again\n"
+    )
+    report = run(root, config(dune.url), clock)
+    assert report.failed == {} and report.created == ["jam_blocks"]
+    assert sorted(r["minute_file"] for r in dune.latest_rows(NS, "blocks")) == [A, B]
+
+    assert cli.main(["dune-forget", "block"]) == 2
+    assert capsys.readouterr().err.startswith("jam-etl: 'block' is not a table; the tables are: blocks, ")
+    monkeypatch.delenv("DUNE_API_KEY")
+    assert cli.main(["dune-forget", "blocks"]) == 2
+    assert capsys.readouterr().err == (
+        "jam-etl: DUNE_API_KEY is not set: the ledger is kept per Dune namespace, set it and DUNE_NAMESPACE\n"
+    )

@@ -191,6 +191,14 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
+def _already_existed(response: requests.Response) -> bool:
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("already_existed") is True
+
+
 class DuneClient:
     """The two uploads endpoints this project uses, spaced under the rate limit, retried on 429/5xx."""
 
@@ -258,9 +266,10 @@ class DuneClient:
         # Creating twice is harmless (the second answers "already exists"), so any failure may be resent.
         response = self._post("/api/v1/uploads", json=body, resend_after_transport_error=True)
         if response.ok:
-            # Not `already_existed`: dune-client marks it "always False, unreliable" and real
-            # responses have been seen without it (dune-client #159, #160).
-            return "created"
+            # An idempotent create may answer 2xx with `already_existed: true`. Its absence proves
+            # nothing (dune-client #159, #160: real responses lacked it), and Dune's docs now say a
+            # create of an existing table fails: the error answers below are the other way it shows.
+            return "exists" if _already_existed(response) else "created"
         error = self._error(response)
         if response.status_code == 409 or (response.status_code == 400 and "already exist" in error.lower()):
             return "exists"
