@@ -149,6 +149,55 @@ def test_a_failed_minute_is_requested_again_with_backoff_until_it_succeeds(setti
         assert healed.run_requests == [] and "retry" not in json.loads(healed.cursor)
 
 
+@pytest.mark.slow  # a Dagster instance
+def test_a_minute_with_one_failed_table_shows_failed_and_is_requested_again(settings, resources, monkeypatch):
+    """One table's write fails, the others succeed: the UI (Dagster's partition status) shows that
+    table's minute failed and the others materialized, and the sensor requests the minute again."""
+    from jam_assets.defs import sensors
+    from jam_assets.defs.assets import minute_file_tables
+    from jam_assets.defs.io_managers import TablesIOManager
+    from jam_assets.defs.warehouses import DuckDBWarehouse
+    from jam_assets.sinks.writes import WarehouseWriteError
+
+    class TicketsRefused(DuckDBWarehouse):
+        def replace_minute_files(self, log, run_id, work_dir, batches, had_rows):
+            others = {t: b for t, b in batches.items() if t != "tickets"}
+            outcomes = super().replace_minute_files(log, run_id, work_dir, others, had_rows)
+            return {**outcomes, "tickets": WarehouseWriteError("tickets", "DuckDB: tickets refused the write")}
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(sensors.time, "time", lambda: clock[0])
+    key = key_at(datetime.now(UTC) - timedelta(minutes=5))
+    write_minute(settings.log_root, key, [sample_line("128"), sample_line("131")])
+    partly = {
+        **resources,
+        "table_io_manager": TablesIOManager(settings=settings, warehouse=TicketsRefused(settings=settings)),
+    }
+    with dg.instance_for_test() as instance:
+        first = tick(instance, resources)
+        instance.add_dynamic_partitions(minute_files.name, added(first))
+        assert not dg.materialize(
+            [minute_file_tables], instance=instance, resources=partly, partition_key=key, raise_on_error=False
+        ).success
+
+        def status(asset):
+            return instance.get_status_by_partition(dg.AssetKey(asset), [key], minute_files)[key]
+
+        assert status("tickets") == dg.AssetPartitionStatus.FAILED
+        assert status("blocks") == status("raw_log") == dg.AssetPartitionStatus.MATERIALIZED
+        assert (settings.export_root / "blocks" / f"{key}.jsonl").exists()
+        assert not (settings.export_root / "tickets" / f"{key}.jsonl").exists()
+
+        clock[0] += 60
+        seen = tick(instance, resources, first.cursor)
+        assert json.loads(seen.cursor)["retry"] == {key: [0, clock[0] + 60]}
+        clock[0] += 61
+        (retry,) = tick(instance, resources, seen.cursor).run_requests
+        assert retry.partition_key == key
+        assert dg.materialize([minute_file_tables], instance=instance, resources=resources, partition_key=key).success
+        assert status("tickets") == dg.AssetPartitionStatus.MATERIALIZED
+
+
 def test_retries_are_bounded_and_adjacent_minutes_are_one_run():
     from jam_assets.core.watch import RETRY_ATTEMPTS, plan_retries
 
