@@ -603,6 +603,7 @@ class Fault:
     times: int
     forward: bool
     polls: int | None = None  # stall_next: jobs.get polls answered RUNNING before the job runs
+    hang_seconds: float = 0.0  # hang_next: how long the request waits before it is forwarded
     hits: list[RecordedRequest] = field(default_factory=list)
 
     @property
@@ -795,6 +796,14 @@ class BigQueryProxy:
             self._faults.append(fault)
         return fault
 
+    def hang_next(self, matcher: Matcher, seconds: float, *, times: int = 1) -> Fault:
+        """Hold the next `times` requests matching `matcher` for `seconds`, then forward them and answer
+        as usual (a stalled connection: the client may have given up and sent the request again)."""
+        fault = Fault(matcher, STOPPED, "hang", times, True, hang_seconds=seconds)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
     def clear(self) -> None:
         """Forget recorded requests and pending faults (the fixture does this per test)."""
         with self._lock:
@@ -916,6 +925,9 @@ class BigQueryProxy:
 
     def _answer(self, req: RecordedRequest, host: str, raw_query: str) -> tuple[int, dict, bytes]:
         fault = self._take_fault(req)
+        if fault is not None and fault.at == "hang":
+            time.sleep(fault.hang_seconds)
+            fault = None
         if fault is not None and fault.at in ("result", "stall"):
             return self._accept_synthetic_job(req, fault, host, raw_query)
         if fault is not None and not fault.forward:

@@ -480,6 +480,25 @@ def test_a_nullable_column_added_to_the_schema_is_added_to_the_table(
     assert_bigquery_equals_exports(settings, bq_dataset)
 
 
+def test_a_stalled_upload_is_given_up_at_the_job_timeout_and_sent_again(settings, bq_dataset, instance, production):
+    from jam_assets.defs.warehouses import BigQueryWarehouse
+
+    write_minute(settings.log_root, KEY, block_lines(KEY, 2))
+    warehouse = production["table_io_manager"].warehouse
+    quick = BigQueryWarehouse(bigquery=warehouse.bigquery, dataset=warehouse.dataset, job_timeout_seconds=2)
+    resources = {
+        **production,
+        "table_io_manager": production["table_io_manager"].model_copy(update={"warehouse": quick}),
+    }
+    hang = bq_dataset.proxy.hang_next(load_job(), seconds=8)
+    result = materialize(instance, resources, [KEY], selection=["blocks"])
+    assert result.success and hang.exhausted
+    # Given up after 2 s and sent again (by the client's own retry), not waited on for 8 s.
+    uploads = [r for r in bq_dataset.proxy.requests if load_job()(r)]
+    assert len(uploads) == 2 and uploads[0] is hang.hits[0]
+    assert [r["line_no"] for r in stored(bq_dataset.client, bq_dataset.dataset_id, "blocks")] == [1, 2]
+
+
 def test_a_stuck_job_is_cancelled_and_fails_the_run_with_a_message(settings, bq_dataset, instance, production):
     from jam_assets.defs.warehouses import BigQueryWarehouse
 

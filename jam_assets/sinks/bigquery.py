@@ -493,12 +493,23 @@ class BigQueryWriter:
                 source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
                 schema=schema_fields(table),
                 write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+                # A load that arrives late (its upload was given up and sent again) must not create
+                # the staging table again after it was dropped: that one would never expire.
+                create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
                 job_timeout_ms=int(self.target.job_timeout_seconds * 1000),
             )
 
             def load():
                 with load_file.open("rb") as f:
-                    job = self.client.load_table_from_file(f, staging.reference, job_config=config, rewind=True)
+                    # `timeout` bounds each upload request: a stalled connection is given up and
+                    # the upload sent again (WRITE_TRUNCATE: a late first copy changes nothing).
+                    job = self.client.load_table_from_file(
+                        f,
+                        staging.reference,
+                        job_config=config,
+                        rewind=True,
+                        timeout=self.target.job_timeout_seconds,
+                    )
                 progress.jobs.append(job.job_id or "")
                 self._wait(job, f"{table}: load")
 
