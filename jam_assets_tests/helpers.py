@@ -61,3 +61,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def warehouse_down(resources: dict, message: str = "the warehouse is down") -> dict:
+    """`resources` with a warehouse whose every table write fails, through the real IO manager's
+    outputs: nothing is written or published, each table's output fails with `message` (`{table}`
+    filled in). Not transient, so no RetryPolicy waits in a test."""
+    from jam_assets.defs.io_managers import TablesIOManager
+    from jam_assets.sinks.writes import WarehouseWriteError
+
+    class WarehouseDown(TablesIOManager):
+        def write_run(self, context, run):
+            if run.outcome is None:
+                run.outcome = {t: WarehouseWriteError(t, message.format(table=t)) for t in run.tables}
+            return run.outcome
+
+    tables = resources["table_io_manager"]
+    return {**resources, "table_io_manager": WarehouseDown(settings=tables.settings, warehouse=tables.warehouse)}

@@ -10,11 +10,10 @@ import pytest
 from jam_assets.definitions import build_defs
 from jam_assets.defs.alerts import AlertWebhook, alert_on_run_failure
 from jam_assets.defs.assets import minute_file_tables
-from jam_assets.defs.io_managers import TablesIOManager
 from jam_assets.defs.partitions import minute_files
 from jam_assets.defs.settings import Env
 
-from .helpers import sample_line, write_minute
+from .helpers import sample_line, warehouse_down, write_minute
 
 pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: not in `make test-fast`
 
@@ -40,16 +39,11 @@ def webhook():
     server.shutdown()
 
 
-class Down(TablesIOManager):
-    def handle_output(self, context, obj):
-        raise dg.Failure("BigQuery p.d.blocks: 503 Service Unavailable", allow_retries=False)
-
-
 def test_a_failed_run_is_posted_to_the_webhook(settings, resources, webhook, monkeypatch, caplog):
     url, received = webhook
     monkeypatch.setenv("JAM_ALERT_WEBHOOK", url)
     write_minute(settings.log_root, KEY, [sample_line("128")])
-    down = {**resources, "table_io_manager": Down(settings=settings, warehouse=resources["table_io_manager"].warehouse)}
+    down = warehouse_down(resources, "BigQuery p.d.{table}: 503 Service Unavailable")
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(minute_files.name, [KEY])
         result = dg.materialize(

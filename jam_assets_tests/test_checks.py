@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from jam_assets.core import quality
-from jam_assets.core.staging import JsonlStage, StagedTable, export_path, publish
+from jam_assets.core.staging import JsonlStage, StagedRun, export_path, publish
 from jam_assets.core.transform import transform_stream
 from jam_assets.defs import checks
 from jam_assets.defs.assets import minute_file_tables
@@ -239,12 +239,12 @@ def test_late_lines_are_a_warning(settings, resources):
 class DroppingIOManager(TablesIOManager):
     """Loses the last blocks row on its way out: what the accounting check exists to catch."""
 
-    def handle_output(self, context, obj: StagedTable) -> None:
-        blocks = obj.run.tables.get("blocks")
-        if blocks is not None and obj.run.outcome is None:  # before the run's tables are written
+    def write_run(self, context, run: StagedRun):
+        blocks = run.tables.get("blocks")
+        if blocks is not None and run.outcome is None:  # before the run's tables are written
             for path in blocks.files.values():
                 path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:-1]))
-        super().handle_output(context, obj)
+        return super().write_run(context, run)
 
 
 @pytest.mark.slow

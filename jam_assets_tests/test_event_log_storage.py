@@ -15,6 +15,8 @@ from jam_assets.core.generator import TINY, Generator
 from jam_assets.defs.assets import minute_file_tables
 from jam_assets.defs.partitions import minute_files, range_tags
 
+from .helpers import warehouse_down
+
 pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: not in `make test-fast`
 
 KEYS = [f"2025/04/23/06{m:02d}" for m in range(4)]
@@ -186,16 +188,7 @@ def test_a_range_run_records_the_same_events_as_dagsters_storage_in_batches(
 
 def test_a_failed_range_run_marks_each_of_its_minute_files_failed(settings, resources, logs, tmp_path):
     """What the UI's partition bar shows: a minute whose run failed is red until a run succeeds."""
-    from jam_assets.defs.io_managers import TablesIOManager
-
-    class Failing(TablesIOManager):
-        def handle_output(self, context, obj):
-            raise dg.Failure("the warehouse is down", allow_retries=False)  # no RetryPolicy waits in a test
-
-    failing = {
-        **resources,
-        "table_io_manager": Failing(settings=settings, warehouse=resources["table_io_manager"].warehouse),
-    }
+    failing = warehouse_down(resources)
     with batched_instance(tmp_path) as instance:
         instance.add_dynamic_partitions(minute_files.name, KEYS)
         result = dg.materialize(
@@ -266,16 +259,8 @@ def test_the_check_state_the_ui_reads_is_dagsters_at_every_step(settings, resour
     from dagster._core.storage.asset_check_state import AssetCheckState, bulk_update_asset_check_state
 
     from jam_assets import _dagster_compat
-    from jam_assets.defs.io_managers import TablesIOManager
 
-    class Failing(TablesIOManager):
-        def handle_output(self, context, obj):
-            raise dg.Failure("the warehouse is down", allow_retries=False)
-
-    failing = {
-        **resources,
-        "table_io_manager": Failing(settings=settings, warehouse=resources["table_io_manager"].warehouse),
-    }
+    failing = warehouse_down(resources)
     monkeypatch.setattr(_dagster_compat, "_PARTITIONS_TTL_SECONDS", 3600.0)  # a reload only when needed
     with batched_instance(tmp_path) as instance:
         storage = instance.event_log_storage

@@ -24,12 +24,11 @@ from jam_assets.definitions import build_defs
 from jam_assets.defs.alerts import alert_on_run_failure
 from jam_assets.defs.assets import minute_file_tables
 from jam_assets.defs.dune import DuneResource, dune_upload_job
-from jam_assets.defs.io_managers import TablesIOManager
 from jam_assets.defs.partitions import minute_files
 
 from .bigquery_emulator import bigquery_emulator, bq, bq_dataset  # noqa: F401 (fixtures)
 from .dune_standin import DuneStandIn
-from .helpers import sample_line, write_minute
+from .helpers import sample_line, warehouse_down, write_minute
 
 pytestmark = pytest.mark.slow  # a Dagster instance, a server or a subprocess: not in `make test-fast`
 
@@ -103,11 +102,6 @@ def webhook():
     server.shutdown()
 
 
-class Down(TablesIOManager):
-    def handle_output(self, context, obj):
-        raise dg.Failure("the warehouse is down", allow_retries=False)
-
-
 def test_no_secret_in_logs_runs_events_or_metadata(settings, bq_dataset, token_endpoint, webhook, monkeypatch, capfd):
     credentials_b64, pem, granted = token_endpoint
     webhook_url, alerts = webhook
@@ -147,12 +141,7 @@ def test_no_secret_in_logs_runs_events_or_metadata(settings, bq_dataset, token_e
             upload = dg.Definitions(jobs=[dune_upload_job], resources=resources)
             assert upload.resolve_job_def("dune_upload_job").execute_in_process(instance=instance).success
 
-            down = {
-                **resources,
-                "table_io_manager": Down(
-                    settings=resources["settings"], warehouse=resources["table_io_manager"].warehouse
-                ),
-            }
+            down = warehouse_down(resources)
             failed = dg.materialize(
                 [minute_file_tables], instance=instance, resources=down, partition_key=KEY, raise_on_error=False
             )

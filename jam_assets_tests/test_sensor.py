@@ -10,7 +10,7 @@ from jam_assets.definitions import build_defs
 from jam_assets.defs.partitions import minute_files
 from jam_assets.defs.sensors import minute_file_sensor
 
-from .helpers import sample_line, write_minute
+from .helpers import sample_line, warehouse_down, write_minute
 
 
 def key_at(moment: datetime) -> str:
@@ -104,18 +104,13 @@ def test_a_failed_minute_is_requested_again_with_backoff_until_it_succeeds(setti
     two more minutes, and forgets the minute once a run succeeds."""
     from jam_assets.defs import sensors
     from jam_assets.defs.assets import minute_file_tables
-    from jam_assets.defs.io_managers import TablesIOManager
-
-    class Down(TablesIOManager):
-        def handle_output(self, context, obj):
-            raise dg.Failure("the warehouse is down", allow_retries=False)
 
     clock = [1_000_000.0]
     monkeypatch.setattr(sensors.time, "time", lambda: clock[0])
     now = datetime.now(UTC)
     key = key_at(now - timedelta(minutes=5))
     write_minute(settings.log_root, key, [sample_line("128")])
-    down = {**resources, "table_io_manager": Down(settings=settings, warehouse=resources["table_io_manager"].warehouse)}
+    down = warehouse_down(resources)
     with dg.instance_for_test() as instance:
         first = tick(instance, resources)
         instance.add_dynamic_partitions(minute_files.name, added(first))
