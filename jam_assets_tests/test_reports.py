@@ -157,3 +157,20 @@ def test_the_sensor_follows_minute_runs_of_a_day_at_most_every_five_minutes(sett
         assert [r.partition_key for r in later.run_requests] == [DAY]  # the last minute run is followed
         clock[0] += 600
         assert tick(later.cursor).run_requests == []  # nothing new happened
+
+
+def test_the_sensor_leaves_alone_a_day_whose_reports_are_newer_than_its_runs(settings, resources):
+    """`jam-etl run` makes its days' reports itself: `dagster dev` started afterwards must not make them all
+    again (at 60 days of history that was 60 runs, holding the CPU the UI needed)."""
+    write_minute(settings.log_root, KEYS[0], blocks(KEYS[0], "FAST", [50_000] * 3))
+    write_minute(settings.log_root, KEYS[1], blocks(KEYS[1], "FAST", [50_000] * 3))
+    defs = build_defs(resources)
+    with dg.instance_for_test() as instance:
+        materialize_minutes(instance, resources, [KEYS[0]])
+        materialize_day(instance, resources)
+        first = daily_reports_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        assert first.run_requests == [] and json.loads(first.cursor)["pending"] == {}
+
+        materialize_minutes(instance, resources, [KEYS[1]])  # newer than the reports: they follow it
+        second = daily_reports_sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs))
+        assert [r.partition_key for r in second.run_requests] == [DAY]

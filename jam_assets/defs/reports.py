@@ -164,6 +164,19 @@ def _wrote_tables(run: dg.DagsterRun) -> bool:
     return not run.asset_selection or any(k.path[-1] in schema.TABLES for k in run.asset_selection)
 
 
+def reported_after(instance: dg.DagsterInstance, day: str, moment: float) -> bool:
+    """Whether both of the day's reports were materialized after `moment`. `jam-etl run` makes the
+    reports of its days itself: without this, the sensor's first tick in `dagster dev` afterwards
+    would compute every one of them again (60 runs after a 60-day history)."""
+    for report in schema.DAY_TABLES:
+        latest = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(report), asset_partitions=[day]), limit=1
+        ).records
+        if not latest or latest[0].timestamp <= moment:
+            return False
+    return True
+
+
 @dg.sensor(
     name="daily_reports_sensor",
     job=daily_reports_job,
@@ -187,11 +200,16 @@ def daily_reports_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
         ascending=True,
     )
     ordered = context.instance.get_dynamic_partitions(MINUTE_FILES) if records else []
+    touched: dict[str, float] = {}  # day -> the end of the newest run that wrote its minute files
     for record in records:
-        since = max(since, record.update_timestamp.timestamp())
+        ended = record.update_timestamp.timestamp()
+        since = max(since, ended)
         if _wrote_tables(record.dagster_run):
             for day in run_days(record.dagster_run, ordered):
-                pending.setdefault(day, max(now, last.get(day, 0.0) + DEBOUNCE_SECONDS))
+                touched[day] = max(touched.get(day, 0.0), ended)
+    for day, ended in sorted(touched.items()):
+        if day not in pending and not reported_after(context.instance, day, ended):
+            pending[day] = max(now, last.get(day, 0.0) + DEBOUNCE_SECONDS)
     due = sorted(d for d, at in pending.items() if at <= now)
     registered = set(context.instance.get_dynamic_partitions(DAYS)) if due else set()
     for day in due:
