@@ -256,8 +256,12 @@ def ui_backfill(days: int, record: Record) -> None:
 
 
 def ui_at_size(base: Path, record: Record, repeat: int = 3) -> None:
+    from playwright.sync_api import expect
+
     from jam_assets_tests.browser import VIEWS, chromium, measure, new_page, serve_ui
 
+    # The tests allow a view 60 s; at this size a cold checks tab took two minutes: record it, not a timeout.
+    expect.set_options(timeout=900_000)
     env = env_for(base, history_logs_for(base))
     with serve_ui(env, base / "dagster-dev-ui.log", timeout=600) as url, chromium() as browser:
         page = new_page(browser, url)
