@@ -193,6 +193,32 @@ def test_a_minute_with_one_failed_table_shows_failed_and_is_requested_again(sett
         assert status("tickets") == dg.AssetPartitionStatus.MATERIALIZED
 
 
+@pytest.mark.slow  # a Dagster instance
+def test_a_failed_minute_older_than_a_day_is_left_to_the_operator(settings, resources, monkeypatch):
+    """The sensor looks back one day for failed minute files (README, Production): an older one stays
+    failed in the UI until it is re-run from its partition list or by `jam-etl run`."""
+    from jam_assets.defs import sensors
+    from jam_assets.defs.assets import minute_file_tables
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(sensors.time, "time", lambda: clock[0])
+    now = datetime.now(UTC)
+    old, recent = key_at(now - timedelta(days=1, minutes=5)), key_at(now - timedelta(minutes=5))
+    for key in (old, recent):
+        write_minute(settings.log_root, key, [sample_line("128")])
+    down = warehouse_down(resources)
+    with dg.instance_for_test() as instance:
+        first = tick(instance, resources)
+        instance.add_dynamic_partitions(minute_files.name, added(first))
+        for key in (old, recent):
+            assert not dg.materialize(
+                [minute_file_tables], instance=instance, resources=down, partition_key=key, raise_on_error=False
+            ).success
+        clock[0] += 60
+        seen = tick(instance, resources, first.cursor)
+        assert json.loads(seen.cursor)["retry"] == {recent: [0, clock[0] + 60]}
+
+
 def test_retries_are_bounded_and_adjacent_minutes_are_one_run():
     from jam_assets.core.watch import RETRY_ATTEMPTS, plan_retries
 
