@@ -20,18 +20,22 @@ KEY = "2025/04/23/0600"
 KEYS = ["2025/04/23/0600", "2025/04/23/0601"]
 
 
-@pytest.fixture
-def production(bq_dataset, settings, monkeypatch):
-    """Production resources as an operator configures them, pointed at the emulator."""
-    for name, value in {
+def production_environ(settings, bq_dataset) -> dict[str, str]:
+    """What an operator sets for production, pointed at the emulator; credentials are each test's own."""
+    return {
         "DAGSTER_DEPLOYMENT": "production",
         "JAM_LOG_DIR": settings.log_dir,
         "JAM_EXPORT_DIR": settings.export_dir,
         "JAM_BQ_PROJECT": bq_dataset.project,
         "JAM_BQ_DATASET": bq_dataset.dataset,
         "JAM_BQ_API_ENDPOINT": bq_dataset.emulator.url,
-        "JAM_BQ_ANONYMOUS": "1",
-    }.items():
+    }
+
+
+@pytest.fixture
+def production(bq_dataset, settings, monkeypatch):
+    """Production resources as an operator configures them, pointed at the emulator."""
+    for name, value in {**production_environ(settings, bq_dataset), "JAM_BQ_ANONYMOUS": "1"}.items():
         monkeypatch.setenv(name, value)
     for name in ("JAM_BQ_CREDENTIALS_B64", "GOOGLE_APPLICATION_CREDENTIALS", "DUNE_API_KEY", "JAM_ALERT_WEBHOOK"):
         monkeypatch.delenv(name, raising=False)

@@ -246,16 +246,20 @@ def test_a_nullable_column_added_to_the_schema_is_added_to_the_table(
     assert_bigquery_equals_exports(settings, bq_dataset)
 
 
-def test_a_stalled_upload_is_given_up_at_the_job_timeout_and_sent_again(settings, bq_dataset, instance, production):
+def with_job_timeout(production: dict, seconds: int) -> dict:
+    """The production resources with BigQuery's job timeout (JAM_BQ_JOB_TIMEOUT_SECONDS) set to `seconds`."""
     from jam_assets.defs.warehouses import BigQueryWarehouse
 
+    tables = production["table_io_manager"]
+    quick = BigQueryWarehouse(
+        bigquery=tables.warehouse.bigquery, dataset=tables.warehouse.dataset, job_timeout_seconds=seconds
+    )
+    return {**production, "table_io_manager": tables.model_copy(update={"warehouse": quick})}
+
+
+def test_a_stalled_upload_is_given_up_at_the_job_timeout_and_sent_again(settings, bq_dataset, instance, production):
     write_minute(settings.log_root, KEY, block_lines(KEY, 2))
-    warehouse = production["table_io_manager"].warehouse
-    quick = BigQueryWarehouse(bigquery=warehouse.bigquery, dataset=warehouse.dataset, job_timeout_seconds=2)
-    resources = {
-        **production,
-        "table_io_manager": production["table_io_manager"].model_copy(update={"warehouse": quick}),
-    }
+    resources = with_job_timeout(production, seconds=2)
     hang = bq_dataset.proxy.hang_next(load_job(), seconds=8)
     result = materialize(instance, resources, [KEY], selection=["blocks"])
     assert result.success and hang.exhausted
@@ -266,15 +270,8 @@ def test_a_stalled_upload_is_given_up_at_the_job_timeout_and_sent_again(settings
 
 
 def test_a_stuck_job_is_cancelled_and_fails_the_run_with_a_message(settings, bq_dataset, instance, production):
-    from jam_assets.defs.warehouses import BigQueryWarehouse
-
     write_minute(settings.log_root, KEY, block_lines(KEY, 1))
-    warehouse = production["table_io_manager"].warehouse
-    quick = BigQueryWarehouse(bigquery=warehouse.bigquery, dataset=warehouse.dataset, job_timeout_seconds=2)
-    resources = {
-        **production,
-        "table_io_manager": production["table_io_manager"].model_copy(update={"warehouse": quick}),
-    }
+    resources = with_job_timeout(production, seconds=2)
     bq_dataset.proxy.stall_next(query_job("MERGE", contains=".blocks`"))
     result = materialize(instance, resources, [KEY], raise_on_error=False, selection=["blocks"])
     assert not result.success

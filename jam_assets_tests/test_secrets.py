@@ -27,6 +27,7 @@ from jam_assets.defs.dune import DuneResource, dune_upload_job
 from jam_assets.defs.partitions import minute_files
 
 from .bigquery_emulator import bigquery_emulator, bq, bq_dataset  # noqa: F401 (fixtures)
+from .bq_production import production_environ
 from .dune_standin import DuneStandIn
 from .helpers import sample_line, warehouse_down, write_minute
 
@@ -109,12 +110,7 @@ def test_no_secret_in_logs_runs_events_or_metadata(settings, bq_dataset, token_e
     with DuneStandIn(DUNE_KEY, requests_per_minute=None) as dune:
         dune.fail_next(500, "/insert")  # a retried failure must not leak the key either
         for name, value in {
-            "DAGSTER_DEPLOYMENT": "production",
-            "JAM_LOG_DIR": settings.log_dir,
-            "JAM_EXPORT_DIR": settings.export_dir,
-            "JAM_BQ_PROJECT": bq_dataset.project,
-            "JAM_BQ_DATASET": bq_dataset.dataset,
-            "JAM_BQ_API_ENDPOINT": bq_dataset.emulator.url,
+            **production_environ(settings, bq_dataset),
             "JAM_BQ_CREDENTIALS_B64": credentials_b64,
             "DUNE_API_KEY": DUNE_KEY,
             "DUNE_NAMESPACE": "jamteam",

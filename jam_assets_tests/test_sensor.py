@@ -27,6 +27,15 @@ def tick(instance, resources, cursor=None):
     return minute_file_sensor(ctx)
 
 
+def sensor_clock(monkeypatch) -> list[float]:
+    """The sensor's wall clock, as a one-item list the test moves forward."""
+    from jam_assets.defs import sensors
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(sensors.time, "time", lambda: clock[0])
+    return clock
+
+
 def added(result):
     return [k for r in result.dynamic_partitions_requests for k in r.partition_keys]
 
@@ -105,8 +114,7 @@ def test_a_failed_minute_is_requested_again_with_backoff_until_it_succeeds(setti
     from jam_assets.defs import sensors
     from jam_assets.defs.assets import minute_file_tables
 
-    clock = [1_000_000.0]
-    monkeypatch.setattr(sensors.time, "time", lambda: clock[0])
+    clock = sensor_clock(monkeypatch)
     now = datetime.now(UTC)
     key = key_at(now - timedelta(minutes=5))
     write_minute(settings.log_root, key, [sample_line("128")])
@@ -148,7 +156,6 @@ def test_a_failed_minute_is_requested_again_with_backoff_until_it_succeeds(setti
 def test_a_minute_with_one_failed_table_shows_failed_and_is_requested_again(settings, resources, monkeypatch):
     """One table's write fails, the others succeed: the UI (Dagster's partition status) shows that
     table's minute failed and the others materialized, and the sensor requests the minute again."""
-    from jam_assets.defs import sensors
     from jam_assets.defs.assets import minute_file_tables
     from jam_assets.defs.io_managers import TablesIOManager
     from jam_assets.defs.warehouses import DuckDBWarehouse
@@ -160,8 +167,7 @@ def test_a_minute_with_one_failed_table_shows_failed_and_is_requested_again(sett
             outcomes = super().replace_minute_files(log, run_id, work_dir, others, had_rows)
             return {**outcomes, "tickets": WarehouseWriteError("tickets", "DuckDB: tickets refused the write")}
 
-    clock = [1_000_000.0]
-    monkeypatch.setattr(sensors.time, "time", lambda: clock[0])
+    clock = sensor_clock(monkeypatch)
     key = key_at(datetime.now(UTC) - timedelta(minutes=5))
     write_minute(settings.log_root, key, [sample_line("128"), sample_line("131")])
     partly = {
@@ -197,11 +203,9 @@ def test_a_minute_with_one_failed_table_shows_failed_and_is_requested_again(sett
 def test_a_failed_minute_older_than_a_day_is_left_to_the_operator(settings, resources, monkeypatch):
     """The sensor looks back one day for failed minute files (README, Production): an older one stays
     failed in the UI until it is re-run from its partition list or by `jam-etl run`."""
-    from jam_assets.defs import sensors
     from jam_assets.defs.assets import minute_file_tables
 
-    clock = [1_000_000.0]
-    monkeypatch.setattr(sensors.time, "time", lambda: clock[0])
+    clock = sensor_clock(monkeypatch)
     now = datetime.now(UTC)
     old, recent = key_at(now - timedelta(days=1, minutes=5)), key_at(now - timedelta(minutes=5))
     for key in (old, recent):

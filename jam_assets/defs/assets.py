@@ -18,6 +18,7 @@ from ..core.parallel import MinuteFileJob, stage_minute_files
 from ..core.payloads import msg_type_names
 from ..core.staging import StagedRun, StagedTable, discard, sweep_stale
 from ..core.transform import MinuteFileSummary
+from ..sinks.writes import WarehouseWriteError
 from .checks import CHECK_SPECS, check_results
 from .partitions import backfill_policy, minute_files
 from .settings import JamSettings
@@ -173,7 +174,7 @@ def written_first(context: dg.AssetExecutionContext, tables: list[str], staged: 
     if not tables:
         return []
     outcomes = context.resources.table_io_manager.write_run(context, staged[tables[0]].run)
-    return sorted(tables, key=lambda t: isinstance(outcomes[t], Exception))
+    return sorted(tables, key=lambda t: isinstance(outcomes[t], WarehouseWriteError))
 
 
 @dg.multi_asset(

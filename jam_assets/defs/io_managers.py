@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 import orjson
@@ -28,7 +28,7 @@ import orjson
 from ..core.staging import StagedRun, StagedTable, export_path, publish
 from ..sinks.writes import TableWrite, WarehouseWriteError
 from .settings import JamSettings
-from .warehouses import Warehouse
+from .warehouses import Outcomes, Warehouse
 
 
 def partition_keys(context: dg.OutputContext | dg.InputContext) -> list[str]:
@@ -50,7 +50,7 @@ def targets(warehouse: str, written: bool, dune: bool) -> dict[str, str]:
     return held | ({"dune": f"{BEFORE} until the next hourly upload (dune_upload_job)"} if dune else {})
 
 
-def run_tables(outcomes: dict[str, object]) -> dict[str, list[str]]:
+def run_tables(outcomes: Outcomes) -> dict[str, list[str]]:
     written = sorted(t for t, o in outcomes.items() if isinstance(o, TableWrite))
     return {"written": written, "not_written": sorted(t for t in outcomes if t not in written)}
 
@@ -78,7 +78,7 @@ class TablesIOManager(dg.ConfigurableIOManager):
     # Whether Dune uploads the exports (production with DUNE_API_KEY): said in each output's `targets`.
     dune: bool = False
 
-    def write_run(self, context: dg.OutputContext | dg.AssetExecutionContext, run: StagedRun) -> dict[str, object]:
+    def write_run(self, context: dg.OutputContext | dg.AssetExecutionContext, run: StagedRun) -> Outcomes:
         """Writes every staged table of the step, once; each table's output then reports its own outcome.
 
         The asset calls it before yielding any table, so it can yield the tables the warehouse took
@@ -86,10 +86,10 @@ class TablesIOManager(dg.ConfigurableIOManager):
         """
         if run.outcome is None:
             instance = context.step_context.instance if isinstance(context, dg.OutputContext) else context.instance
-            run.outcome = self._write_run(context.log, context.run_id, instance, run)
-        return run.outcome
+            run.outcome = dict(self._write_run(context.log, context.run_id, instance, run))
+        return cast(Outcomes, run.outcome)
 
-    def _write_run(self, log, run_id: str, instance: dg.DagsterInstance, run: StagedRun) -> dict[str, object]:
+    def _write_run(self, log, run_id: str, instance: dg.DagsterInstance, run: StagedRun) -> Outcomes:
         root = self.settings.export_root
         batches = {t: dict(staged.files) for t, staged in run.tables.items()}
         had_rows = {
@@ -108,14 +108,14 @@ class TablesIOManager(dg.ConfigurableIOManager):
             if isinstance(outcome, TableWrite):
                 for key, staged in batches[table].items():
                     publish(staged, export_path(root, table, key))
-        tables = run_tables(dict(outcomes))
+        tables = run_tables(outcomes)
         if tables["not_written"]:
             log.error(
                 f"{self.warehouse.name} and the exports now hold this run's rows for: "
                 f"{', '.join(tables['written']) or 'no table'}; they still hold the previous rows for: "
                 f"{', '.join(tables['not_written'])}"
             )
-        return dict(outcomes)
+        return outcomes
 
     def handle_output(self, context: dg.OutputContext, obj: StagedTable) -> None:
         table = context.asset_key.path[-1]
@@ -125,14 +125,10 @@ class TablesIOManager(dg.ConfigurableIOManager):
             "targets": dg.MetadataValue.json(targets(self.warehouse.name, isinstance(outcome, TableWrite), self.dune)),
             "run_tables": dg.MetadataValue.json(run_tables(outcomes)),
         }
-        if not isinstance(outcome, TableWrite):
+        if isinstance(outcome, WarehouseWriteError):
             # A transient failure is retried by the step's RetryPolicy; no retry fixes a drifted schema or
             # a statement over its byte limit, so those fail at once.
-            known = isinstance(outcome, WarehouseWriteError)
-            description = str(outcome) if known else f"{type(outcome).__name__}: {outcome}"
-            transient = not known or outcome.transient
-            cause = outcome if isinstance(outcome, BaseException) else None
-            raise dg.Failure(description=description, metadata=held, allow_retries=transient) from cause
+            raise dg.Failure(description=str(outcome), metadata=held, allow_retries=outcome.transient) from outcome
         missing = [k for k in partition_keys(context) if k not in obj.files]
         for key in missing:
             context.log.warning(f"{table}: nothing staged for minute file {key}; its outputs are left as they were")

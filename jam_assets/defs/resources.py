@@ -9,6 +9,10 @@ reaches the resources as a `dg.EnvVar`, so the UI shows variable names, never va
 
 from __future__ import annotations
 
+from typing import Any
+
+import dagster as dg
+
 from ..sinks.bigquery import PARTITION_TYPES
 from .alerts import AlertWebhook
 from .dune import DuneResource
@@ -40,6 +44,15 @@ def local_resources(settings: JamSettings) -> dict[str, object]:
     return with_warehouse(settings, DuckDBWarehouse(settings=settings))
 
 
+def whole_fields(env: Env, resource: type[dg.ConfigurableResource], **fields: tuple[str, int, str]) -> dict[str, Any]:
+    """field=(variable, minimum, unit) -> the field's value: the variable when set (checked), else the
+    field's own default."""
+    return {
+        field: env.whole(variable, resource.model_fields[field].default, minimum=minimum, unit=unit)
+        for field, (variable, minimum, unit) in fields.items()
+    }
+
+
 def bigquery_warehouse(env: Env) -> BigQueryWarehouse:
     """BigQuery from JAM_BQ_*; credentials from JAM_BQ_CREDENTIALS_B64 or application-default credentials."""
     if env.is_set("JAM_BQ_CREDENTIALS_B64") and env.is_set("GOOGLE_APPLICATION_CREDENTIALS"):
@@ -62,23 +75,12 @@ def bigquery_warehouse(env: Env) -> BigQueryWarehouse:
         dataset=env.required(
             "JAM_BQ_DATASET", "it names the dataset the tables go to (create it first: bq mk --dataset)"
         ),
-        maximum_bytes_billed=env.whole(
-            "JAM_BQ_MAX_BYTES_BILLED",
-            BigQueryWarehouse.model_fields["maximum_bytes_billed"].default,
-            minimum=1,
-            unit="a whole number of bytes",
-        ),
-        job_timeout_seconds=env.whole(
-            "JAM_BQ_JOB_TIMEOUT_SECONDS",
-            BigQueryWarehouse.model_fields["job_timeout_seconds"].default,
-            minimum=1,
-            unit="a whole number of seconds",
-        ),
-        retry_seconds=env.whole(
-            "JAM_BQ_RETRY_SECONDS",
-            BigQueryWarehouse.model_fields["retry_seconds"].default,
-            minimum=0,
-            unit="a whole number of seconds",
+        **whole_fields(
+            env,
+            BigQueryWarehouse,
+            maximum_bytes_billed=("JAM_BQ_MAX_BYTES_BILLED", 1, "a whole number of bytes"),
+            job_timeout_seconds=("JAM_BQ_JOB_TIMEOUT_SECONDS", 1, "a whole number of seconds"),
+            retry_seconds=("JAM_BQ_RETRY_SECONDS", 0, "a whole number of seconds"),
         ),
         partition_type=env.choice("JAM_BQ_PARTITION", PARTITION_TYPES),
     )
@@ -94,17 +96,11 @@ def dune_resource(env: Env) -> DuneResource | None:
             "DUNE_NAMESPACE", "DUNE_API_KEY is set, and the tables need your Dune user or team handle"
         ),
         public_tables=env.flag("JAM_DUNE_PUBLIC"),
-        max_requests_per_minute=env.whole(
-            "JAM_DUNE_REQUESTS_PER_MINUTE",
-            DuneResource.model_fields["max_requests_per_minute"].default,
-            minimum=1,
-            unit="a whole number of requests",
-        ),
-        storage_cap_bytes=env.whole(
-            "JAM_DUNE_STORAGE_CAP_BYTES",
-            DuneResource.model_fields["storage_cap_bytes"].default,
-            minimum=1,
-            unit="a whole number of bytes",
+        **whole_fields(
+            env,
+            DuneResource,
+            max_requests_per_minute=("JAM_DUNE_REQUESTS_PER_MINUTE", 1, "a whole number of requests"),
+            storage_cap_bytes=("JAM_DUNE_STORAGE_CAP_BYTES", 1, "a whole number of bytes"),
         ),
     )
 
